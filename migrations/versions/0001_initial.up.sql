@@ -1,0 +1,881 @@
+-- Frozen: applied by revision 0001_initial. Never edit; change sql/schema.sql
+-- and add a revision instead.
+
+-- pg-retrain: the whole current schema, in one readable file.
+--
+-- The migrations in migrations/versions/ replay this schema revision by
+-- revision from frozen copies; tests/migration/test_migration.py proves the
+-- two agree. Change this file together with a new revision, never alone.
+--
+-- Everything lives in the schema that is first on search_path when this file
+-- runs (default public). Functions capture that search_path with
+-- "SET search_path FROM CURRENT", so the migration sets it to
+-- "<schema>, pg_temp" first: pg_temp last, as SECURITY DEFINER code requires.
+
+-- ---------------------------------------------------------------------------
+-- Tables written by users
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE training_data (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_name  text NOT NULL DEFAULT 'default'
+        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+    features    jsonb NOT NULL
+        -- A flat JSON object: feature name -> number, string, boolean or null.
+        CONSTRAINT features_must_be_flat_json_object CHECK (
+            jsonb_typeof(features) = 'object'
+            AND NOT jsonb_path_exists(features, 'strict $.* ? (@.type() == "object" || @.type() == "array")')
+        ),
+    label       text,
+    prediction  text,
+    -- NaN sorts above every number in PostgreSQL, so BETWEEN rejects it too.
+    error_rate  double precision
+        CONSTRAINT error_rate_between_0_and_1 CHECK (error_rate BETWEEN 0 AND 1),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Training loads read a model's labelled rows newest first; the schedule
+-- counts them. Partial, so unlabelled rows cost the insert path nothing here.
+CREATE INDEX training_data_labelled_idx
+    ON training_data (model_name, id) WHERE label IS NOT NULL;
+
+CREATE TABLE model_metrics (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_name     text NOT NULL
+        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+    model_version  text,
+    accuracy       double precision
+        CONSTRAINT accuracy_between_0_and_1 CHECK (accuracy BETWEEN 0 AND 1),
+    -- ">= 0" alone would accept NaN (it sorts above everything); "< Infinity"
+    -- rejects NaN and Infinity both.
+    drift_score    double precision
+        CONSTRAINT drift_score_at_least_0_and_finite
+        CHECK (drift_score >= 0 AND drift_score < 'Infinity'::double precision),
+    source         text NOT NULL DEFAULT 'external'
+        CONSTRAINT source_is_external_monitor_or_retrain
+        CHECK (source IN ('external', 'monitor', 'retrain')),
+    recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- "The newest earlier row of the same model and source", "the newest value
+-- since the last retrain": both walk this index backwards.
+CREATE INDEX model_metrics_model_source_id_idx ON model_metrics (model_name, source, id);
+CREATE INDEX model_metrics_model_id_idx ON model_metrics (model_name, id);
+
+-- ---------------------------------------------------------------------------
+-- Policies
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE retrain_policies (
+    model_name               text PRIMARY KEY
+        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+    enabled                  boolean NOT NULL DEFAULT true,
+    error_rate_threshold     double precision NOT NULL DEFAULT 0.1
+        CONSTRAINT error_rate_threshold_between_0_and_1 CHECK (error_rate_threshold BETWEEN 0 AND 1),
+    min_accuracy             double precision NOT NULL DEFAULT 0.8
+        CONSTRAINT min_accuracy_between_0_and_1 CHECK (min_accuracy BETWEEN 0 AND 1),
+    accuracy_drop_tolerance  double precision NOT NULL DEFAULT 0.05
+        CONSTRAINT accuracy_drop_tolerance_between_0_and_1 CHECK (accuracy_drop_tolerance BETWEEN 0 AND 1),
+    drift_threshold          double precision NOT NULL DEFAULT 0.25
+        CONSTRAINT drift_threshold_at_least_0_and_finite
+        CHECK (drift_threshold >= 0 AND drift_threshold < 'Infinity'::double precision),
+    combined_max_accuracy    double precision NOT NULL DEFAULT 0.9
+        CONSTRAINT combined_max_accuracy_between_0_and_1 CHECK (combined_max_accuracy BETWEEN 0 AND 1),
+    drift_alone              boolean NOT NULL DEFAULT false,
+    schedule_interval        interval DEFAULT '7 days'
+        CONSTRAINT schedule_interval_positive CHECK (schedule_interval > '0'::interval),
+    cooldown                 interval NOT NULL DEFAULT '1 hour'
+        CONSTRAINT cooldown_not_negative CHECK (cooldown >= '0'::interval),
+    min_training_rows        integer NOT NULL DEFAULT 50
+        CONSTRAINT min_training_rows_positive CHECK (min_training_rows > 0),
+    max_attempts             integer NOT NULL DEFAULT 3
+        CONSTRAINT max_attempts_positive CHECK (max_attempts > 0),
+    error_window             integer NOT NULL DEFAULT 200
+        CONSTRAINT error_window_positive CHECK (error_window > 0),
+    min_error_rows           integer NOT NULL DEFAULT 50
+        CONSTRAINT min_error_rows_positive CHECK (min_error_rows > 0),
+    drift_min_rows           integer NOT NULL DEFAULT 200
+        CONSTRAINT drift_min_rows_positive CHECK (drift_min_rows > 0),
+    updated_at               timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO retrain_policies (model_name) VALUES ('default');
+
+-- ---------------------------------------------------------------------------
+-- The queue and audit log
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE retrain_events (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_name         text NOT NULL,
+    reason             text NOT NULL
+        CONSTRAINT reason_is_known CHECK (reason IN (
+            'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+            'drift', 'schedule', 'manual')),
+    reasons            text[] NOT NULL,
+    details            jsonb NOT NULL DEFAULT '{}',
+    status             text NOT NULL DEFAULT 'pending'
+        CONSTRAINT status_is_known CHECK (status IN (
+            'pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    run_after          timestamptz NOT NULL DEFAULT now(),
+    started_at         timestamptz,
+    finished_at        timestamptz,
+    heartbeat_at       timestamptz,
+    attempts           integer NOT NULL DEFAULT 0,
+    worker_id          text,
+    error              text,
+    mlflow_run_id      text,
+    model_version      text,
+    accuracy           double precision,
+    champion_accuracy  double precision,
+    promoted           boolean,
+    rows_used          integer
+);
+
+-- One pending event per model, enforced by the database: concurrent
+-- recorders meet here and INSERT .. ON CONFLICT merges them.
+CREATE UNIQUE INDEX retrain_events_one_pending_per_model
+    ON retrain_events (model_name) WHERE status = 'pending';
+-- Claiming: due pending events, and running events whose heartbeat is stale.
+CREATE INDEX retrain_events_pending_run_after_idx
+    ON retrain_events (run_after) WHERE status = 'pending';
+CREATE INDEX retrain_events_running_heartbeat_idx
+    ON retrain_events (heartbeat_at) WHERE status = 'running';
+-- Cooldown, champion and schedule lookups: the model's finished retrains.
+CREATE INDEX retrain_events_finished_idx
+    ON retrain_events (model_name, finished_at) WHERE status IN ('succeeded', 'failed');
+CREATE INDEX retrain_events_model_id_idx ON retrain_events (model_name, id);
+
+-- ---------------------------------------------------------------------------
+-- Internal state kept by the triggers
+-- ---------------------------------------------------------------------------
+
+-- Every model the system has seen (training rows, metrics, policies), so
+-- that schedules and model_status never scan training_data for names.
+CREATE TABLE retrain_models (
+    model_name     text PRIMARY KEY,
+    first_seen_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- The rolling error window of a model: the newest error_window labelled rows
+-- that carry a prediction, since the last successful retrain, as two
+-- parallel arrays (oldest first). One small row per model replaces a window
+-- scan of training_data on every insert.
+CREATE TABLE retrain_error_windows (
+    model_name  text PRIMARY KEY,
+    row_ids     bigint[] NOT NULL,
+    is_error    boolean[] NOT NULL
+);
+
+-- Schedule periods already fired, so that concurrent schedule checks record
+-- one schedule event per model and period.
+CREATE TABLE retrain_schedule_periods (
+    model_name    text NOT NULL,
+    period_start  timestamptz NOT NULL,
+    event_id      bigint,
+    PRIMARY KEY (model_name, period_start)
+);
+
+-- ---------------------------------------------------------------------------
+-- Recording an event
+-- ---------------------------------------------------------------------------
+
+-- The policy that applies to a model: its own row, else the default row.
+CREATE FUNCTION retrain_policy_for(p_model_name text)
+RETURNS retrain_policies
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT *
+    FROM retrain_policies
+    WHERE model_name IN (p_model_name, 'default')
+    ORDER BY model_name = p_model_name DESC
+    LIMIT 1
+$$;
+
+-- Reasons in the order of SPEC section 2: the first one is an event's reason.
+CREATE FUNCTION retrain_reason_rank(p_reason text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+    SELECT array_position(
+        ARRAY['error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+              'drift', 'schedule', 'manual'],
+        p_reason)
+$$;
+
+-- details keeps, per reason, the first and the latest observation and a
+-- count, so it stays small however often a condition fires.
+CREATE FUNCTION retrain_merge_details(p_old jsonb, p_new jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+    SELECT p_old || coalesce(jsonb_object_agg(
+        n.key,
+        CASE WHEN p_old ? n.key THEN
+            jsonb_build_object(
+                'first', p_old -> n.key -> 'first',
+                'latest', n.value -> 'latest',
+                'count', (p_old -> n.key ->> 'count')::bigint + (n.value ->> 'count')::bigint)
+        ELSE n.value END), '{}'::jsonb)
+    FROM jsonb_each(p_new) AS n
+$$;
+
+-- Records that conditions fired for a model: a new pending event, or the
+-- model's pending event extended. p_observed maps each reason to what was
+-- observed (values, thresholds, the id of the row that fired it);
+-- p_firings counts how many rows fired it. Notifies on commit.
+-- Not SECURITY DEFINER: only the definer-rights triggers and functions
+-- below call it, and they already run as the schema owner.
+CREATE FUNCTION record_retrain_event(
+    p_model_name text,
+    p_observed jsonb,
+    p_firings bigint DEFAULT 1)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_reasons    text[];
+    v_details    jsonb;
+    v_manual     boolean;
+    v_cooldown   interval;
+    v_last_end   timestamptz;
+    v_run_after  timestamptz := now();
+    v_id         bigint;
+    v_all        text[];
+BEGIN
+    SELECT array_agg(key ORDER BY retrain_reason_rank(key)),
+           jsonb_object_agg(key, jsonb_build_object(
+               'first', value, 'latest', value, 'count', p_firings))
+    INTO v_reasons, v_details
+    FROM jsonb_each(p_observed);
+
+    IF v_reasons IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM unnest(v_reasons) r WHERE retrain_reason_rank(r) IS NULL) THEN
+        RAISE EXCEPTION 'unknown retrain reason in %', v_reasons
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_manual := 'manual' = ANY (v_reasons);
+
+    -- Cooldown: defer after the model's last finished retrain. A manual
+    -- request skips it.
+    IF NOT v_manual THEN
+        v_cooldown := (retrain_policy_for(p_model_name)).cooldown;
+        SELECT max(finished_at) INTO v_last_end
+        FROM retrain_events
+        WHERE model_name = p_model_name AND status IN ('succeeded', 'failed');
+        IF v_last_end + v_cooldown > now() THEN
+            v_run_after := v_last_end + v_cooldown;
+        END IF;
+    END IF;
+
+    INSERT INTO retrain_events AS e (model_name, reason, reasons, details, run_after)
+    VALUES (p_model_name, v_reasons[1], v_reasons, v_details, v_run_after)
+    ON CONFLICT (model_name) WHERE status = 'pending' DO UPDATE
+    SET reasons = e.reasons || ARRAY(
+            SELECT r FROM unnest(excluded.reasons) WITH ORDINALITY AS u(r, i)
+            WHERE r <> ALL (e.reasons) ORDER BY i),
+        details = retrain_merge_details(e.details, excluded.details),
+        -- Extending keeps run_after, except that a manual request is due now.
+        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    RETURNING e.id, e.reasons INTO v_id, v_all;
+
+    INSERT INTO retrain_models (model_name) VALUES (p_model_name) ON CONFLICT DO NOTHING;
+
+    PERFORM pg_notify('retrain_events', json_build_object(
+        'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
+    RETURN v_id;
+END;
+$$;
+
+-- Rounds away float noise (0.9 - 0.85 = 0.05000000000000004) so that
+-- "more than tolerance" means what a person reading the numbers expects.
+CREATE FUNCTION retrain_exceeds(p_value double precision, p_limit double precision)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path FROM CURRENT
+AS $$
+    SELECT round(p_value::numeric, 12) > round(p_limit::numeric, 12)
+$$;
+
+-- ---------------------------------------------------------------------------
+-- training_data: error_rate (row value and rolling window)
+-- ---------------------------------------------------------------------------
+
+-- Appends newly scored rows (label and prediction known) to a model's
+-- rolling error window, applies corrections to rows already in it, and
+-- returns the window's error rate and size.
+CREATE FUNCTION retrain_advance_error_window(
+    p_model_name text,
+    p_window integer,
+    p_new_ids bigint[],
+    p_new_errors boolean[],
+    p_changed_ids bigint[] DEFAULT '{}',
+    p_changed_errors boolean[] DEFAULT '{}',
+    OUT window_rows integer,
+    OUT window_errors integer)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_ids     bigint[];
+    v_errors  boolean[];
+    v_len     integer;
+BEGIN
+    SELECT w.row_ids, w.is_error INTO v_ids, v_errors
+    FROM retrain_error_windows AS w
+    WHERE w.model_name = p_model_name
+    FOR UPDATE;
+
+    v_ids := coalesce(v_ids, '{}');
+    v_errors := coalesce(v_errors, '{}');
+
+    -- Rows already in the window whose outcome changed by UPDATE: a NULL
+    -- outcome means the row is no longer scored and leaves the window.
+    IF cardinality(p_changed_ids) > 0 AND cardinality(v_ids) > 0 THEN
+        SELECT coalesce(array_agg(w.id ORDER BY w.i), '{}'),
+               coalesce(array_agg(coalesce(c.err, w.err) ORDER BY w.i), '{}')
+        INTO v_ids, v_errors
+        FROM unnest(v_ids, v_errors) WITH ORDINALITY AS w(id, err, i)
+        LEFT JOIN unnest(p_changed_ids, p_changed_errors) AS c(id, err) ON c.id = w.id
+        WHERE NOT (c.id IS NOT NULL AND c.err IS NULL);
+    END IF;
+
+    v_ids := v_ids || p_new_ids;
+    v_errors := v_errors || p_new_errors;
+    v_len := cardinality(v_ids);
+    IF v_len > p_window THEN
+        v_ids := v_ids[v_len - p_window + 1:];
+        v_errors := v_errors[v_len - p_window + 1:];
+    END IF;
+
+    INSERT INTO retrain_error_windows AS w (model_name, row_ids, is_error)
+    VALUES (p_model_name, v_ids, v_errors)
+    ON CONFLICT (model_name) DO UPDATE
+    SET row_ids = excluded.row_ids, is_error = excluded.is_error;
+
+    window_rows := cardinality(v_ids);
+    SELECT count(*) FILTER (WHERE e) INTO window_errors FROM unnest(v_errors) AS e;
+END;
+$$;
+
+-- The error_rate decision for one model, given what a statement changed:
+-- the highest reported error_rate among its rows (and which row, how many
+-- rows were over the threshold) and the newly scored outcomes.
+CREATE FUNCTION retrain_check_training_rows(
+    p_model_name text,
+    p_over_rows bigint,
+    p_max_error_rate double precision,
+    p_max_error_row_id bigint,
+    p_new_ids bigint[],
+    p_new_errors boolean[],
+    p_changed_ids bigint[] DEFAULT '{}',
+    p_changed_errors boolean[] DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_policy    retrain_policies := retrain_policy_for(p_model_name);
+    v_window_rows    integer := 0;
+    v_window_errors  integer := 0;
+    v_observed  jsonb := '{}';
+    v_firings   bigint := 0;
+BEGIN
+    IF cardinality(p_new_ids) > 0 OR cardinality(p_changed_ids) > 0 THEN
+        -- Kept up to date even while the policy is disabled, so that
+        -- enabling it finds a correct window.
+        SELECT w.window_rows, w.window_errors INTO v_window_rows, v_window_errors
+        FROM retrain_advance_error_window(p_model_name, v_policy.error_window,
+                                          p_new_ids, p_new_errors,
+                                          p_changed_ids, p_changed_errors) AS w;
+    END IF;
+
+    IF NOT v_policy.enabled THEN
+        RETURN;
+    END IF;
+
+    IF p_max_error_rate > v_policy.error_rate_threshold THEN
+        v_observed := jsonb_build_object(
+            'error_rate', p_max_error_rate,
+            'threshold', v_policy.error_rate_threshold,
+            'row_id', p_max_error_row_id);
+        v_firings := p_over_rows;
+    END IF;
+
+    IF v_window_rows >= v_policy.min_error_rows
+       AND v_window_errors::double precision / v_window_rows > v_policy.error_rate_threshold THEN
+        v_observed := v_observed || jsonb_build_object(
+            'rolling_error_rate', v_window_errors::double precision / v_window_rows,
+            'window_rows', v_window_rows,
+            'threshold', v_policy.error_rate_threshold,
+            'newest_row_id', coalesce(p_new_ids[cardinality(p_new_ids)],
+                                      p_changed_ids[cardinality(p_changed_ids)]));
+        v_firings := greatest(v_firings, 1);
+    END IF;
+
+    IF v_firings > 0 THEN
+        PERFORM record_retrain_event(p_model_name,
+                                     jsonb_build_object('error_rate', v_observed),
+                                     v_firings);
+    END IF;
+END;
+$$;
+
+-- Statement-level: one pass over the inserted rows per model, whatever the
+-- statement's size, so a bulk COPY pays a few set-based queries, not a
+-- query per row.
+CREATE FUNCTION training_data_after_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    m          record;
+    v_policy   retrain_policies;
+    v_over     bigint;
+    v_row_id   bigint;
+    v_ids      bigint[] := '{}';
+    v_errors   boolean[] := '{}';
+BEGIN
+    FOR m IN
+        SELECT n.model_name,
+               max(n.error_rate) AS max_error_rate,
+               count(*) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS scored
+        FROM inserted_rows AS n
+        GROUP BY n.model_name
+        ORDER BY n.model_name   -- a fixed lock order across models
+    LOOP
+        INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
+        v_policy := retrain_policy_for(m.model_name);
+        v_over := 0;
+        v_row_id := NULL;
+        v_ids := '{}';
+        v_errors := '{}';
+
+        -- Second pass only when the threshold was crossed: how many rows, and
+        -- the one with the highest error_rate.
+        IF v_policy.enabled AND m.max_error_rate > v_policy.error_rate_threshold THEN
+            SELECT count(*), (array_agg(n.id ORDER BY n.error_rate DESC, n.id))[1]
+            INTO v_over, v_row_id
+            FROM inserted_rows AS n
+            WHERE n.model_name = m.model_name
+              AND n.error_rate > v_policy.error_rate_threshold;
+        END IF;
+
+        IF m.scored > 0 THEN
+            -- Only the newest error_window outcomes can remain in the window.
+            SELECT coalesce(array_agg(s.id ORDER BY s.id), '{}'),
+                   coalesce(array_agg(s.label <> s.prediction ORDER BY s.id), '{}')
+            INTO v_ids, v_errors
+            FROM (SELECT n.id, n.label, n.prediction
+                  FROM inserted_rows AS n
+                  WHERE n.model_name = m.model_name
+                    AND n.label IS NOT NULL AND n.prediction IS NOT NULL
+                  ORDER BY n.id DESC
+                  LIMIT v_policy.error_window) AS s;
+        END IF;
+
+        PERFORM retrain_check_training_rows(m.model_name, v_over, m.max_error_rate, v_row_id,
+                                    v_ids, v_errors);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- Statement-level on UPDATE: a row fires when its error_rate, label or
+-- prediction changed; a label that arrives later enters the rolling window.
+CREATE FUNCTION training_data_after_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    m         record;
+    v_policy  retrain_policies;
+    v_over    bigint;
+    v_row_id  bigint;
+BEGIN
+    FOR m IN
+        WITH changed AS (
+            SELECT n.id, n.model_name, n.error_rate,
+                   (o.label IS NOT NULL AND o.prediction IS NOT NULL) AS was_scored,
+                   (n.label IS NOT NULL AND n.prediction IS NOT NULL) AS is_scored,
+                   n.label <> n.prediction AS is_error,
+                   o.label <> o.prediction AS was_error
+            FROM updated_rows AS n
+            JOIN old_rows AS o USING (id)
+            WHERE n.error_rate IS DISTINCT FROM o.error_rate
+               OR n.label IS DISTINCT FROM o.label
+               OR n.prediction IS DISTINCT FROM o.prediction
+               OR n.model_name IS DISTINCT FROM o.model_name
+        )
+        SELECT c.model_name,
+               max(c.error_rate) AS max_error_rate,
+               coalesce(array_agg(c.id ORDER BY c.id)
+                        FILTER (WHERE c.is_scored AND NOT c.was_scored), '{}') AS new_ids,
+               coalesce(array_agg(c.is_error ORDER BY c.id)
+                        FILTER (WHERE c.is_scored AND NOT c.was_scored), '{}') AS new_errors,
+               -- Rows scored before: their outcome now (NULL = left the window).
+               coalesce(array_agg(c.id ORDER BY c.id)
+                        FILTER (WHERE c.was_scored
+                                AND c.is_error IS DISTINCT FROM c.was_error), '{}') AS changed_ids,
+               coalesce(array_agg(c.is_error ORDER BY c.id)
+                        FILTER (WHERE c.was_scored
+                                AND c.is_error IS DISTINCT FROM c.was_error), '{}') AS changed_errors
+        FROM changed AS c
+        GROUP BY c.model_name
+        ORDER BY c.model_name
+    LOOP
+        INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
+        v_policy := retrain_policy_for(m.model_name);
+        v_over := 0;
+        v_row_id := NULL;
+        IF v_policy.enabled AND m.max_error_rate > v_policy.error_rate_threshold THEN
+            SELECT count(*), (array_agg(n.id ORDER BY n.error_rate DESC, n.id))[1]
+            INTO v_over, v_row_id
+            FROM updated_rows AS n
+            JOIN old_rows AS o USING (id)
+            WHERE n.model_name = m.model_name
+              AND n.error_rate > v_policy.error_rate_threshold
+              AND (n.error_rate IS DISTINCT FROM o.error_rate
+                   OR n.label IS DISTINCT FROM o.label
+                   OR n.prediction IS DISTINCT FROM o.prediction);
+        END IF;
+        PERFORM retrain_check_training_rows(m.model_name, v_over, m.max_error_rate, v_row_id,
+                                    m.new_ids, m.new_errors, m.changed_ids, m.changed_errors);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER training_data_check_inserted
+    AFTER INSERT ON training_data
+    REFERENCING NEW TABLE AS inserted_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_insert();
+
+CREATE TRIGGER training_data_check_updated
+    AFTER UPDATE ON training_data
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS updated_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_update();
+
+-- ---------------------------------------------------------------------------
+-- model_metrics: performance, accuracy_drop, drift_and_accuracy, drift
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION model_metrics_after_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_policy          retrain_policies;
+    v_observed        jsonb := '{}';
+    v_previous        double precision;
+    v_champion        double precision;
+    v_since_id        bigint;
+    v_drift           double precision := NEW.drift_score;
+    v_drift_row       bigint := NEW.id;
+    v_accuracy        double precision := NEW.accuracy;
+    v_accuracy_row    bigint := NEW.id;
+BEGIN
+    INSERT INTO retrain_models (model_name) VALUES (NEW.model_name) ON CONFLICT DO NOTHING;
+    v_policy := retrain_policy_for(NEW.model_name);
+    IF NOT v_policy.enabled THEN
+        RETURN NULL;
+    END IF;
+
+    IF NEW.accuracy < v_policy.min_accuracy THEN
+        v_observed := v_observed || jsonb_build_object('performance', jsonb_build_object(
+            'accuracy', NEW.accuracy, 'min_accuracy', v_policy.min_accuracy,
+            'metric_id', NEW.id));
+    END IF;
+
+    IF NEW.accuracy IS NOT NULL THEN
+        IF TG_OP = 'UPDATE' THEN
+            v_previous := OLD.accuracy;
+        ELSE
+            SELECT mm.accuracy INTO v_previous
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.source = NEW.source
+              AND mm.id < NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+        SELECT ev.accuracy INTO v_champion
+        FROM retrain_events AS ev
+        WHERE ev.model_name = NEW.model_name AND ev.status = 'succeeded' AND ev.promoted
+        ORDER BY ev.finished_at DESC
+        LIMIT 1;
+
+        IF retrain_exceeds(v_previous - NEW.accuracy, v_policy.accuracy_drop_tolerance) THEN
+            v_observed := v_observed || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'previous_accuracy', v_previous,
+                'tolerance', v_policy.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        ELSIF retrain_exceeds(v_champion - NEW.accuracy, v_policy.accuracy_drop_tolerance) THEN
+            v_observed := v_observed || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'champion_accuracy', v_champion,
+                'tolerance', v_policy.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        END IF;
+    END IF;
+
+    -- A row that carries only one of drift and accuracy takes the other from
+    -- the model's newest value since its last successful retrain (whose own
+    -- 'retrain' row counts).
+    IF (v_drift IS NULL) <> (v_accuracy IS NULL) THEN
+        SELECT max(mm.id) INTO v_since_id
+        FROM model_metrics AS mm
+        WHERE mm.model_name = NEW.model_name AND mm.source = 'retrain' AND mm.id <> NEW.id;
+
+        IF v_drift IS NULL THEN
+            SELECT mm.drift_score, mm.id INTO v_drift, v_drift_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since_id, 0)
+              AND mm.id <> NEW.id AND mm.drift_score IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        ELSE
+            SELECT mm.accuracy, mm.id INTO v_accuracy, v_accuracy_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since_id, 0)
+              AND mm.id <> NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+    END IF;
+
+    IF v_drift > v_policy.drift_threshold AND v_accuracy < v_policy.combined_max_accuracy THEN
+        v_observed := v_observed || jsonb_build_object('drift_and_accuracy', jsonb_build_object(
+            'drift_score', v_drift, 'drift_threshold', v_policy.drift_threshold,
+            'accuracy', v_accuracy, 'combined_max_accuracy', v_policy.combined_max_accuracy,
+            'metric_id', NEW.id, 'drift_metric_id', v_drift_row,
+            'accuracy_metric_id', v_accuracy_row));
+    ELSIF v_policy.drift_alone AND NEW.drift_score > v_policy.drift_threshold THEN
+        v_observed := v_observed || jsonb_build_object('drift', jsonb_build_object(
+            'drift_score', NEW.drift_score, 'drift_threshold', v_policy.drift_threshold,
+            'metric_id', NEW.id));
+    END IF;
+
+    IF v_observed <> '{}' THEN
+        PERFORM record_retrain_event(NEW.model_name, v_observed);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- A retrain's own result never starts another.
+CREATE TRIGGER model_metrics_check_inserted
+    AFTER INSERT ON model_metrics
+    FOR EACH ROW WHEN (NEW.source <> 'retrain')
+    EXECUTE FUNCTION model_metrics_after_write();
+
+CREATE TRIGGER model_metrics_check_updated
+    AFTER UPDATE ON model_metrics
+    FOR EACH ROW WHEN (NEW.source <> 'retrain'
+                       AND (OLD.accuracy IS DISTINCT FROM NEW.accuracy
+                            OR OLD.drift_score IS DISTINCT FROM NEW.drift_score))
+    EXECUTE FUNCTION model_metrics_after_write();
+
+-- ---------------------------------------------------------------------------
+-- retrain_events and retrain_policies bookkeeping
+-- ---------------------------------------------------------------------------
+
+-- The rolling error window counts rows since the last successful retrain.
+CREATE FUNCTION retrain_events_after_success()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    DELETE FROM retrain_error_windows WHERE model_name = NEW.model_name;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER retrain_events_reset_error_window
+    AFTER UPDATE OF status ON retrain_events
+    FOR EACH ROW WHEN (NEW.status = 'succeeded' AND OLD.status IS DISTINCT FROM 'succeeded')
+    EXECUTE FUNCTION retrain_events_after_success();
+
+CREATE FUNCTION retrain_policies_before_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.model_name = 'default' THEN
+            RAISE EXCEPTION 'the default retrain policy cannot be deleted'
+                USING ERRCODE = 'restrict_violation',
+                      HINT = 'Change its values instead, or set enabled = false.';
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.model_name = 'default' AND NEW.model_name <> 'default' THEN
+        RAISE EXCEPTION 'the default retrain policy cannot be renamed'
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER retrain_policies_guard
+    BEFORE INSERT OR UPDATE OR DELETE ON retrain_policies
+    FOR EACH ROW EXECUTE FUNCTION retrain_policies_before_write();
+
+-- ---------------------------------------------------------------------------
+-- Manual requests and schedules
+-- ---------------------------------------------------------------------------
+
+-- `worker trigger MODEL`: a manual event, even under a disabled policy and
+-- inside the cooldown. Unknown models are refused.
+CREATE FUNCTION request_retrain(p_model_name text, p_requested_by text DEFAULT session_user)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = p_model_name)
+       AND NOT EXISTS (SELECT FROM retrain_policies
+                       WHERE model_name = p_model_name AND model_name <> 'default') THEN
+        RAISE EXCEPTION 'unknown model "%": it has no training data, metrics or policy', p_model_name
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN record_retrain_event(p_model_name, jsonb_build_object('manual', jsonb_build_object(
+        'requested_by', p_requested_by, 'requested_at', now())));
+END;
+$$;
+
+-- Records a schedule event for every model whose schedule_interval has
+-- passed since its last successful retrain (or that never trained and has
+-- min_training_rows labelled rows), unless a retrain of it is running.
+-- Safe to call from any number of workers and from pg_cron at once: the
+-- period is claimed in retrain_schedule_periods before anything is recorded.
+-- Returns the ids of the events recorded or extended.
+CREATE FUNCTION check_retrain_schedules()
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    m               record;
+    v_labelled      bigint;
+    v_periods       double precision;
+    v_period_start  timestamptz;
+    v_event_id      bigint;
+BEGIN
+    FOR m IN
+        SELECT r.model_name, p.schedule_interval, p.min_training_rows,
+               (SELECT max(ev.finished_at) FROM retrain_events AS ev
+                WHERE ev.model_name = r.model_name AND ev.status = 'succeeded') AS last_success
+        FROM retrain_models AS r
+        CROSS JOIN LATERAL retrain_policy_for(r.model_name) AS p
+        WHERE p.enabled AND p.schedule_interval IS NOT NULL
+        ORDER BY r.model_name
+    LOOP
+        CONTINUE WHEN EXISTS (SELECT FROM retrain_events AS ev
+                              WHERE ev.model_name = m.model_name AND ev.status = 'running');
+        IF m.last_success IS NULL THEN
+            SELECT count(*) INTO v_labelled
+            FROM (SELECT FROM training_data AS t
+                  WHERE t.model_name = m.model_name AND t.label IS NOT NULL
+                  LIMIT m.min_training_rows) AS s;
+            CONTINUE WHEN v_labelled < m.min_training_rows;
+            -- Never trained: periods are aligned to the epoch.
+            v_periods := floor(extract(epoch FROM now()) / extract(epoch FROM m.schedule_interval));
+            v_period_start := 'epoch'::timestamptz + v_periods * m.schedule_interval;
+        ELSE
+            CONTINUE WHEN now() < m.last_success + m.schedule_interval;
+            v_periods := floor(extract(epoch FROM now() - m.last_success)
+                               / extract(epoch FROM m.schedule_interval));
+            v_period_start := m.last_success + v_periods * m.schedule_interval;
+        END IF;
+
+        INSERT INTO retrain_schedule_periods (model_name, period_start)
+        VALUES (m.model_name, v_period_start)
+        ON CONFLICT DO NOTHING;
+        CONTINUE WHEN NOT FOUND;
+
+        v_event_id := record_retrain_event(m.model_name, jsonb_build_object('schedule', jsonb_build_object(
+            'schedule_interval', m.schedule_interval, 'last_success', m.last_success,
+            'period_start', v_period_start)));
+        UPDATE retrain_schedule_periods SET event_id = v_event_id
+        WHERE model_name = m.model_name AND period_start = v_period_start;
+        RETURN NEXT v_event_id;
+    END LOOP;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Views for people
+-- ---------------------------------------------------------------------------
+
+CREATE VIEW model_status AS
+SELECT m.model_name,
+       champion.model_version       AS champion_version,
+       champion.accuracy            AS champion_accuracy,
+       champion.finished_at         AS champion_trained_at,
+       latest_accuracy.accuracy     AS latest_accuracy,
+       latest_accuracy.recorded_at  AS latest_accuracy_at,
+       latest_drift.drift_score     AS latest_drift_score,
+       latest_drift.recorded_at     AS latest_drift_at,
+       last_retrain.id              AS last_retrain_event_id,
+       last_retrain.status          AS last_retrain_status,
+       last_retrain.finished_at     AS last_retrain_at,
+       running.id                   AS running_event_id,
+       pending.id                   AS pending_event_id,
+       pending.reasons              AS pending_reasons,
+       pending.run_after            AS pending_run_after
+FROM (SELECT model_name FROM retrain_models
+      UNION
+      SELECT model_name FROM retrain_policies WHERE model_name <> 'default') AS m
+LEFT JOIN LATERAL (
+    SELECT ev.model_version, ev.accuracy, ev.finished_at
+    FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'succeeded' AND ev.promoted
+    ORDER BY ev.finished_at DESC LIMIT 1) AS champion ON true
+LEFT JOIN LATERAL (
+    SELECT mm.accuracy, mm.recorded_at
+    FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.accuracy IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_accuracy ON true
+LEFT JOIN LATERAL (
+    SELECT mm.drift_score, mm.recorded_at
+    FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.drift_score IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_drift ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id, ev.status, ev.finished_at
+    FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status IN ('succeeded', 'failed')
+    ORDER BY ev.finished_at DESC LIMIT 1) AS last_retrain ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'running'
+    ORDER BY ev.id LIMIT 1) AS running ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id, ev.reasons, ev.run_after FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'pending') AS pending ON true;
+
+-- ---------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------
+
+-- Functions are executable by PUBLIC by default. The definer-rights entry
+-- points that record events are for the worker and operators only
+-- (sql/roles.sql grants them); the trigger functions run only as triggers.
+REVOKE EXECUTE ON FUNCTION request_retrain(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION check_retrain_schedules() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION record_retrain_event(text, jsonb, bigint) FROM PUBLIC;
