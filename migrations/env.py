@@ -32,8 +32,10 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         # Functions capture this with SET search_path FROM CURRENT; pg_temp
         # last, as SECURITY DEFINER functions require.
-        connection.execute(text("SELECT set_config('search_path', :path, false)"),
-                           {"path": f'"{SCHEMA}", pg_temp'})
+        connection.execute(
+            text("SELECT set_config('search_path', quote_ident(:schema) || ', pg_temp', false)"),
+            {"schema": SCHEMA},
+        )
         connection.commit()
         context.configure(connection=connection, transactional_ddl=True)
         with context.begin_transaction():

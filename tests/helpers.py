@@ -99,3 +99,92 @@ def finish_retrain(conn, model: str, *, status: str = "succeeded", accuracy=None
         (status, finished_ago, accuracy, promoted, event_id),
     )
     return event_id
+
+
+# ---------------------------------------------------------------------------
+# Added for the trigger tests (section 2 and 3 of SPEC.md)
+# ---------------------------------------------------------------------------
+
+
+def pending_event(conn, model: str) -> dict | None:
+    """The model's pending event, or None; fails if there are several."""
+    rows = events(conn, model, status="pending")
+    assert len(rows) <= 1, f"{len(rows)} pending events for {model!r}"
+    return rows[0] if rows else None
+
+
+def only_event(conn, model: str | None = None) -> dict:
+    """The one and only event (of a model): fails if there are none or several."""
+    rows = events(conn, model)
+    assert len(rows) == 1, f"expected exactly one event, found {rows}"
+    return rows[0]
+
+
+def cancel_pending(conn, model: str | None = None) -> None:
+    """Take pending events out of the way (status cancelled), keeping them as audit rows."""
+    if model is None:
+        conn.execute("UPDATE retrain_events SET status = 'cancelled' WHERE status = 'pending'")
+    else:
+        conn.execute(
+            "UPDATE retrain_events SET status = 'cancelled' "
+            "WHERE status = 'pending' AND model_name = %s",
+            (model,),
+        )
+
+
+def set_status(conn, event_id: int, status: str) -> None:
+    conn.execute(
+        "UPDATE retrain_events SET status = %s, "
+        "started_at = CASE WHEN %s = 'running' THEN now() ELSE started_at END "
+        "WHERE id = %s",
+        (status, status, event_id),
+    )
+
+
+def listener(db_url: str, channel: str = "retrain_events"):
+    """A new autocommit connection that LISTENs on the channel (caller closes it)."""
+    import psycopg
+
+    conn = psycopg.connect(db_url, autocommit=True)
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    return conn
+
+
+def received(listen_conn, timeout: float = 0.5, stop_after: int | None = None) -> list[dict]:
+    """Notifications delivered to a listener connection within timeout, payloads parsed."""
+    return [
+        {"channel": n.channel, **json.loads(n.payload)}
+        for n in listen_conn.notifies(timeout=timeout, stop_after=stop_after)
+    ]
+
+
+def run_concurrently(db_url: str, workers: int, work, timeout: float = 60) -> list:
+    """Run work(conn, i) in `workers` threads, each with its own autocommit
+    connection, released at once by a barrier. Returns the results; re-raises
+    the first exception."""
+    import threading
+
+    import psycopg
+
+    barrier = threading.Barrier(workers, timeout=timeout)
+    results: list = [None] * workers
+    errors: list[BaseException] = []
+
+    def target(i):
+        try:
+            with psycopg.connect(db_url, autocommit=True) as c:
+                barrier.wait()
+                results[i] = work(c, i)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung (deadlock?)"
+    if errors:
+        raise errors[0]
+    return results
