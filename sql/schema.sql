@@ -93,7 +93,19 @@ CREATE TABLE retrain_policies (
         CONSTRAINT min_error_rows_positive CHECK (min_error_rows > 0),
     drift_min_rows           integer NOT NULL DEFAULT 200
         CONSTRAINT drift_min_rows_positive CHECK (drift_min_rows > 0),
-    updated_at               timestamptz NOT NULL DEFAULT now()
+    updated_at               timestamptz NOT NULL DEFAULT now(),
+    -- What training needs (revision 0002). training_window NULL = adaptive:
+    -- the worker picks among recent windows by holdout accuracy.
+    estimator                text NOT NULL DEFAULT 'hist_gradient_boosting'
+        CONSTRAINT estimator_is_known CHECK (estimator IN (
+            'hist_gradient_boosting', 'logistic_regression', 'random_forest')),
+    training_window          integer
+        CONSTRAINT training_window_positive CHECK (training_window > 0),
+    max_training_rows        integer NOT NULL DEFAULT 50000
+        CONSTRAINT max_training_rows_positive CHECK (max_training_rows > 0),
+    holdout_fraction         double precision NOT NULL DEFAULT 0.2
+        CONSTRAINT holdout_fraction_between_0_05_and_0_5
+        CHECK (holdout_fraction BETWEEN 0.05 AND 0.5)
 );
 
 INSERT INTO retrain_policies (model_name) VALUES ('default');

@@ -1,0 +1,121 @@
+-- The worker's queries, as named blocks that worker/queries.py loads.
+-- Parameters use psycopg's %(name)s style.
+
+-- claim_event --
+-- Takes the next due event: a pending one whose run_after has come, or a
+-- running one whose worker stopped heartbeating. SKIP LOCKED lets any number
+-- of workers claim side by side; each event goes to exactly one of them.
+-- A model with a live running event is not claimed again meanwhile.
+UPDATE retrain_events AS e
+SET status = 'running',
+    worker_id = %(worker_id)s,
+    started_at = clock_timestamp(),
+    heartbeat_at = clock_timestamp(),
+    attempts = e.attempts + 1,
+    error = NULL
+WHERE e.id = (
+    SELECT c.id
+    FROM retrain_events AS c
+    WHERE ((c.status = 'pending' AND c.run_after <= clock_timestamp())
+           OR (c.status = 'running'
+               AND c.heartbeat_at < clock_timestamp() - %(stale_after)s::interval))
+      AND NOT EXISTS (
+          SELECT FROM retrain_events AS r
+          WHERE r.model_name = c.model_name AND r.id <> c.id AND r.status = 'running'
+            AND r.heartbeat_at >= clock_timestamp() - %(stale_after)s::interval)
+    ORDER BY c.run_after, c.id
+    FOR UPDATE SKIP LOCKED
+    LIMIT 1)
+RETURNING e.id, e.model_name, e.reason, e.reasons, e.attempts, e.created_at, e.started_at,
+          (SELECT p.max_attempts FROM retrain_policy_for(e.model_name) AS p) AS max_attempts;
+
+-- heartbeat --
+UPDATE retrain_events
+SET heartbeat_at = clock_timestamp()
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running';
+
+-- finish_succeeded --
+UPDATE retrain_events
+SET status = 'succeeded', finished_at = clock_timestamp(), error = NULL,
+    mlflow_run_id = %(mlflow_run_id)s, model_version = %(model_version)s,
+    accuracy = %(accuracy)s, champion_accuracy = %(champion_accuracy)s,
+    promoted = %(promoted)s, rows_used = %(rows_used)s
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running';
+
+-- insert_retrain_metric --
+INSERT INTO model_metrics (model_name, model_version, accuracy, source)
+VALUES (%(model_name)s, %(model_version)s, %(accuracy)s, 'retrain');
+
+-- finish_failed --
+UPDATE retrain_events
+SET status = 'failed', finished_at = clock_timestamp(), error = %(error)s,
+    mlflow_run_id = coalesce(%(mlflow_run_id)s, mlflow_run_id)
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running';
+
+-- pending_event_of_model --
+-- Another pending event of the same model, queued while this one ran.
+SELECT id FROM retrain_events
+WHERE model_name = %(model_name)s AND status = 'pending' AND id <> %(id)s
+FOR UPDATE;
+
+-- release_for_retry --
+-- Back to the queue after an error that may pass, or a shutdown. attempts
+-- is kept (a shutdown hands back with the attempt not counted).
+UPDATE retrain_events
+SET status = 'pending', run_after = clock_timestamp() + %(delay)s::interval,
+    worker_id = NULL, heartbeat_at = NULL, started_at = NULL,
+    attempts = attempts - %(uncount)s, error = %(error)s
+WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running';
+
+-- merge_into_pending --
+-- The model already has a newer pending event: fold this one's reasons and
+-- details into it (nothing is dropped) and close this one.
+WITH this AS (
+    UPDATE retrain_events
+    SET status = 'cancelled', finished_at = clock_timestamp(),
+        error = %(error)s || ' (merged into event ' || %(pending_id)s || ')'
+    WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running'
+    RETURNING reasons, details)
+UPDATE retrain_events AS p
+SET reasons = p.reasons || ARRAY(SELECT r FROM unnest(this.reasons) AS r WHERE r <> ALL (p.reasons)),
+    details = retrain_merge_details(p.details, this.details)
+FROM this
+WHERE p.id = %(pending_id)s;
+
+-- next_run_after --
+-- When the next deferred event becomes due, to sleep until then.
+SELECT min(run_after) FROM retrain_events WHERE status = 'pending';
+
+-- check_schedules --
+SELECT check_retrain_schedules();
+
+-- request_retrain --
+SELECT request_retrain(%(model_name)s);
+
+-- load_training_rows --
+-- The model's labelled rows, newest first (the index on (model_name, id)
+-- WHERE label IS NOT NULL serves it), up to the policy's maximum.
+SELECT id, features, label, prediction
+FROM training_data
+WHERE model_name = %(model_name)s AND label IS NOT NULL
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- policy_for --
+SELECT (p).* FROM (SELECT retrain_policy_for(%(model_name)s) AS p) AS s;
+
+-- model_known --
+SELECT EXISTS (SELECT FROM retrain_models WHERE model_name = %(model_name)s)
+    OR EXISTS (SELECT FROM retrain_policies
+               WHERE model_name = %(model_name)s AND model_name <> 'default');
+
+-- model_status --
+SELECT * FROM model_status ORDER BY model_name;
+
+-- recent_events --
+SELECT id, model_name, reasons, status, created_at, finished_at, attempts,
+       accuracy, champion_accuracy, promoted, model_version, error
+FROM retrain_events
+WHERE %(model_name)s::text IS NULL OR model_name = %(model_name)s
+ORDER BY id DESC
+LIMIT %(limit)s;
