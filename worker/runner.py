@@ -1,0 +1,252 @@
+"""The worker loop: wait for notifications, run due events, check schedules,
+survive lost connections and stop cleanly on SIGTERM/SIGINT.
+
+A notification is only a wake-up call: on start, after every reconnect, on
+every wake-up and at least every ``poll_interval`` the worker runs whatever
+is due in the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+from . import claiming
+from .claiming import Event, Heartbeat, LostEvent
+from .db import connect, one_line
+from .errors import UserError
+from .queries import query
+from .retrain import retrain
+from .tracking import Tracker
+from .training import TrainingError
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "retrain_events"
+
+
+class HandBack(BaseException):
+    """Raised by the signal handler while an event runs: hand it back."""
+
+
+class _StopWaiting(BaseException):
+    """Raised by the signal handler while the worker waits."""
+
+
+@dataclass
+class Settings:
+    database_url: str
+    tracking_uri: str | None = None
+    heartbeat_interval: float = 5.0
+    stale_after: float = 30.0
+    poll_interval: float = 5.0
+    schedule_interval: float = 60.0
+    retry_delay: float = 10.0
+    worker_id: str = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.tracker = Tracker(settings.tracking_uri)
+        self.stopping = False
+        self._state = "starting"
+        self.succeeded = 0
+        self.failed = 0
+        self.retried = 0
+        self._conn: psycopg.Connection | None = None
+
+    # -- connections ---------------------------------------------------------
+
+    def _work_conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.settings.database_url, autocommit=True)
+        return self._conn
+
+    def _close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- signals -------------------------------------------------------------
+
+    def install_signal_handlers(self):
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        if not self.stopping:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stopping = True
+        if self._state == "busy":
+            self._state = "handing back"
+            raise HandBack()
+        if self._state == "idle":
+            raise _StopWaiting()
+
+    # -- running events ------------------------------------------------------
+
+    def check_schedules(self) -> None:
+        ids = [r[0] for r in self._work_conn().execute(query("check_schedules")).fetchall()]
+        if ids:
+            log.info("schedule: recorded events %s", ", ".join(map(str, ids)))
+
+    def drain(self) -> None:
+        """Run due events until none is left (or the worker is stopping)."""
+        stale = timedelta(seconds=self.settings.stale_after)
+        while not self.stopping:
+            event = claiming.claim(self._work_conn(), self.settings.worker_id, stale)
+            if event is None:
+                return
+            self.process(event)
+
+    def process(self, event: Event) -> None:
+        latency_ms = (event.started_at - event.created_at).total_seconds() * 1000
+        log.info("event %s claimed: model %s, reasons %s, attempt %d/%d (%.0f ms after it was recorded)",
+                 event.id, event.model_name, ",".join(event.reasons), event.attempts,
+                 event.max_attempts, latency_ms)
+        if event.attempts > event.max_attempts:
+            self._fail(event, f"gave up after {event.max_attempts} attempts "
+                              "(its workers stopped heartbeating)")
+            return
+        self._state = "busy"
+        try:
+            with Heartbeat(self.settings.database_url, event, self.settings.worker_id,
+                           self.settings.heartbeat_interval) as heartbeat:
+                outcome = retrain(self._work_conn(), self.tracker, event)
+                if heartbeat.lost.is_set():
+                    raise LostEvent(f"event {event.id} was taken over while it trained")
+                claiming.finish_succeeded(self._work_conn(), event, self.settings.worker_id, outcome)
+            self._state = "other"
+            self.succeeded += 1
+            log.info("event %s succeeded", event.id)
+        except HandBack:
+            self._state = "other"
+            self._hand_back(event)
+        except TrainingError as exc:
+            self._state = "other"
+            self._fail(event, str(exc))
+        except LostEvent as exc:
+            self._state = "other"
+            log.warning("%s; leaving it to its new worker", exc)
+        except Exception as exc:
+            self._state = "other"
+            self._retry_or_fail(event, exc)
+        finally:
+            if self._state == "busy":
+                self._state = "other"
+
+    def _fail(self, event: Event, error: str) -> None:
+        self.failed += 1
+        log.error("event %s failed: %s", event.id, error)
+        claiming.finish_failed(self._work_conn(), event, self.settings.worker_id, error)
+
+    def _retry_or_fail(self, event: Event, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {one_line(exc)}"
+        if event.attempts >= event.max_attempts:
+            self._fail(event, f"{error} (after {event.attempts} attempts)")
+            return
+        delay = timedelta(seconds=self.settings.retry_delay * 2 ** (event.attempts - 1))
+        try:
+            what = claiming.release(self._work_conn(), event, self.settings.worker_id,
+                                    error=error, delay=delay, count_attempt=True)
+        except psycopg.Error:
+            # The database itself is gone: the event stays running, its
+            # heartbeat goes stale and it is taken over later.
+            raise
+        self.retried += 1
+        log.warning("event %s attempt %d failed: %s; %s", event.id, event.attempts, error, what)
+
+    def _hand_back(self, event: Event) -> None:
+        try:
+            what = claiming.release(self._work_conn(), event, self.settings.worker_id,
+                                    error=None, delay=timedelta(0), count_attempt=False)
+            log.info("event %s handed back on shutdown: %s", event.id, what)
+        except psycopg.Error as exc:
+            log.warning("could not hand back event %s (%s); it will be taken over "
+                        "when its heartbeat goes stale", event.id, one_line(exc))
+
+    # -- modes ---------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Check schedules, run every due event, return the exit status."""
+        self._state = "other"
+        try:
+            self.check_schedules()
+            self.drain()
+        finally:
+            self._close()
+        log.info("run-once: %d succeeded, %d failed, %d to be retried",
+                 self.succeeded, self.failed, self.retried)
+        # A cron job should hear about an attempt that failed even when the
+        # event will be retried later.
+        return 1 if self.failed or self.retried else 0
+
+    def listen(self) -> int:
+        backoff = 1.0
+        while not self.stopping:
+            listener = None
+            try:
+                listener = connect(self.settings.database_url, autocommit=True)
+                listener.execute(f"LISTEN {CHANNEL}")
+                log.info("listening on channel %s as %s", CHANNEL, self.settings.worker_id)
+                backoff = 1.0
+                self._serve(listener)
+            except (psycopg.OperationalError, psycopg.InterfaceError, UserError) as exc:
+                if self.stopping:
+                    break
+                log.warning("database connection lost (%s); reconnecting in %.0fs",
+                            one_line(exc), backoff)
+                self._close()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except _StopWaiting:
+                break
+            finally:
+                if listener is not None:
+                    listener.close()
+        self._close()
+        log.info("stopped: %d succeeded, %d failed", self.succeeded, self.failed)
+        return 0
+
+    def _serve(self, listener: psycopg.Connection) -> None:
+        next_schedule = 0.0
+        while not self.stopping:
+            if time.monotonic() >= next_schedule:
+                self.check_schedules()
+                next_schedule = time.monotonic() + self.settings.schedule_interval
+            self.drain()
+            if self.stopping:
+                return
+            timeout = min(self.settings.poll_interval,
+                          max(0.0, next_schedule - time.monotonic()),
+                          self._seconds_until_next_deferred())
+            self._state = "idle"
+            try:
+                for _ in listener.notifies(timeout=max(timeout, 0.01), stop_after=1):
+                    pass
+            finally:
+                if self._state == "idle":
+                    self._state = "other"
+
+    def _seconds_until_next_deferred(self) -> float:
+        due = claiming.next_run_after(self._work_conn())
+        if due is None:
+            return float("inf")
+        return max(0.0, (due - datetime.now(timezone.utc)).total_seconds() + 0.01)
+
+    def _sleep(self, seconds: float) -> None:
+        self._state = "idle"
+        try:
+            time.sleep(seconds)
+        except _StopWaiting:
+            pass
+        finally:
+            self._state = "other"

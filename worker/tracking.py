@@ -1,0 +1,163 @@
+"""MLflow: one experiment per model, one run per retrain, the fitted pipeline
+registered as a version of the model's registered model, and the alias
+``champion`` moved only on promotion.
+
+Several workers may share the default local SQLite store. Creating that
+store from two processes at once corrupts it, and SQLite takes one writer at
+a time, so for SQLite stores every MLflow write happens under an
+inter-process file lock beside the database file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def _quiet_mlflow():
+    # MLflow logs store migrations and emits warnings on every first use;
+    # an operator's log should show pg-retrain's lines.
+    for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="mlflow")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    # sqlite:///relative.db has path "/relative.db"; sqlite:////abs.db "//abs.db".
+    return Path(urlparse(tracking_uri).path[1:]).resolve()
+
+
+class Tracker:
+    """MLflow access for one tracking URI."""
+
+    def __init__(self, tracking_uri: str | None = None):
+        import mlflow
+
+        _quiet_mlflow()
+
+        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        self._sqlite = sqlite_path(self.uri)
+        if self._sqlite is not None:
+            self._sqlite.parent.mkdir(parents=True, exist_ok=True)
+            self.uri = f"sqlite:///{self._sqlite}"
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self._mlflow = mlflow
+        self.client = mlflow.MlflowClient(self.uri, self.uri)
+        with self.lock():
+            # First use creates the store's tables: serialised by the lock.
+            self.client.search_experiments(max_results=1)
+
+    @contextlib.contextmanager
+    def lock(self):
+        if self._sqlite is None:
+            yield
+            return
+        lock_path = self._sqlite.with_name(self._sqlite.name + ".lock")
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _artifact_location(self, model_name: str) -> str | None:
+        # Next to the SQLite file rather than in whatever directory the
+        # worker was started from.
+        if self._sqlite is None:
+            return None
+        return (self._sqlite.parent / "mlartifacts" / model_name).as_uri()
+
+    def experiment_id(self, model_name: str) -> str:
+        with self.lock():
+            experiment = self.client.get_experiment_by_name(model_name)
+            if experiment is not None:
+                return experiment.experiment_id
+            return self.client.create_experiment(
+                model_name, artifact_location=self._artifact_location(model_name)
+            )
+
+    def load_champion(self, model_name: str):
+        """(pipeline, version) of the model's champion, or (None, None)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with self.lock():
+                version = self.client.get_model_version_by_alias(model_name, CHAMPION)
+        except MlflowException:
+            return None, None
+        model = self._mlflow.sklearn.load_model(f"models:/{model_name}/{version.version}")
+        return model, version.version
+
+    def log_retrain(self, *, model_name: str, params: dict, metrics: dict, pipeline,
+                    input_example, promoted: bool) -> tuple[str, str]:
+        """Log a run with its model, register it, move the alias when promoted.
+        Returns (run_id, registered version)."""
+        import sklearn
+        import pandas
+        from mlflow.models import infer_signature
+
+        experiment_id = self.experiment_id(model_name)
+        signature = infer_signature(input_example, pipeline.predict(input_example))
+        requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
+        with self.lock():
+            with self._mlflow.start_run(experiment_id=experiment_id) as run:
+                self._mlflow.log_params({k: _param(v) for k, v in params.items()})
+                self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+                self._mlflow.set_tags({"pg_retrain.promoted": str(promoted).lower()})
+                info = self._mlflow.sklearn.log_model(
+                    pipeline,
+                    name="model",
+                    registered_model_name=model_name,
+                    signature=signature,
+                    pip_requirements=requirements,
+                    # skops refuses our own FeatureFrame step and sklearn's
+                    # tree internals unless each type is listed; the store is
+                    # written only by pg-retrain workers, so cloudpickle.
+                    serialization_format="cloudpickle",
+                )
+            version = str(info.registered_model_version)
+            if promoted:
+                self.client.set_registered_model_alias(model_name, CHAMPION, version)
+        return run.info.run_id, version
+
+    def metric_names(self, model_name: str) -> list[str]:
+        runs = self._runs(model_name)
+        return sorted({key for run in runs for key in run.data.metrics})
+
+    def latest_metric(self, model_name: str, metric: str) -> float:
+        for run in self._runs(model_name):
+            if metric in run.data.metrics:
+                return run.data.metrics[metric]
+        raise UserError(f"no metric {metric!r} tracked for model {model_name!r}")
+
+    def _runs(self, model_name: str):
+        with self.lock():
+            experiment = self.client.get_experiment_by_name(model_name)
+            if experiment is None:
+                raise UserError(f"no MLflow experiment for model {model_name!r} in {self.uri}")
+            return self.client.search_runs(
+                [experiment.experiment_id], order_by=["attributes.start_time DESC"],
+                max_results=200,
+            )
+
+
+def _param(value) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text[:500]
