@@ -190,6 +190,18 @@ CREATE TABLE retrain_schedule_periods (
 -- Recording an event
 -- ---------------------------------------------------------------------------
 
+-- Every trigger path takes its model's lock before any other per-model row
+-- (the pending event, the error window), so concurrent writers of one model
+-- queue instead of deadlocking. Held to the end of the transaction, and only
+-- by writers that fire something or score rows.
+CREATE FUNCTION retrain_lock_model(p_model_name text)
+RETURNS void
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
+$$;
+
 -- The policy that applies to a model: its own row, else the default row.
 CREATE FUNCTION retrain_policy_for(p_model_name text)
 RETURNS retrain_policies
@@ -257,6 +269,8 @@ DECLARE
     v_id         bigint;
     v_all        text[];
 BEGIN
+    PERFORM retrain_lock_model(p_model_name);
+
     SELECT array_agg(key ORDER BY retrain_reason_rank(key)),
            jsonb_object_agg(key, jsonb_build_object(
                'first', value, 'latest', value, 'count', p_firings))
@@ -337,6 +351,8 @@ DECLARE
     v_errors  boolean[];
     v_len     integer;
 BEGIN
+    PERFORM retrain_lock_model(p_model_name);
+
     SELECT w.row_ids, w.is_error INTO v_ids, v_errors
     FROM retrain_error_windows AS w
     WHERE w.model_name = p_model_name

@@ -151,11 +151,13 @@ def listener(db_url: str, channel: str = "retrain_events"):
 
 
 def received(listen_conn, timeout: float = 0.5, stop_after: int | None = None) -> list[dict]:
-    """Notifications delivered to a listener connection within timeout, payloads parsed."""
-    return [
-        {"channel": n.channel, **json.loads(n.payload)}
-        for n in listen_conn.notifies(timeout=timeout, stop_after=stop_after)
-    ]
+    """Payloads (parsed JSON) of the retrain_events notifications delivered to a
+    listener connection within timeout (or until stop_after arrived)."""
+    payloads = []
+    for n in listen_conn.notifies(timeout=timeout, stop_after=stop_after):
+        assert n.channel == "retrain_events"
+        payloads.append(json.loads(n.payload))
+    return payloads
 
 
 def run_concurrently(db_url: str, workers: int, work, timeout: float = 60) -> list:
@@ -188,3 +190,38 @@ def run_concurrently(db_url: str, workers: int, work, timeout: float = 60) -> li
     if errors:
         raise errors[0]
     return results
+
+
+def insert_scored_batch(conn, model: str, outcomes: list[bool]) -> list[int]:
+    """Like insert_scored, but as ONE multi-row INSERT statement; returns the ids."""
+    values = sql.SQL(", ").join(
+        sql.SQL("({}, {}, 'a', {})").format(sql.Placeholder(), sql.Placeholder(), sql.Placeholder())
+        for _ in outcomes
+    )
+    params: list = []
+    for i, wrong in enumerate(outcomes):
+        params += [model, Jsonb({"x": i}), "b" if wrong else "a"]
+    rows = conn.execute(
+        sql.SQL(
+            "INSERT INTO training_data (model_name, features, label, prediction) "
+            "VALUES {} RETURNING id"
+        ).format(values),
+        params,
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def wait_until_blocked(conn, timeout: float = 10.0) -> None:
+    """Wait until another backend of this database waits on a lock."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        blocked = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        ).fetchone()[0]
+        if blocked:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no backend got blocked on a lock")
