@@ -119,3 +119,12 @@ FROM retrain_events
 WHERE %(model_name)s::text IS NULL OR model_name = %(model_name)s
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- store_drift_baseline --
+SELECT store_drift_baseline(%(model_name)s, %(model_version)s, %(event_id)s,
+                            %(baseline_rows)s, %(features)s);
+
+-- refresh_drift --
+-- Brings every model's drift counts up to date; returns one row per model
+-- that saw new rows (reported = a 'monitor' metrics row was appended).
+SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift();

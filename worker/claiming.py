@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from .db import connect, one_line
 from .queries import query
@@ -92,7 +93,11 @@ class Heartbeat:
 
 
 def finish_succeeded(conn: psycopg.Connection, event: Event, worker_id: str, outcome: dict) -> None:
-    """Write the outcome and the retrain's metrics row in one transaction."""
+    """Write the outcome, the retrain's metrics row and the new drift
+    baseline in one transaction."""
+    outcome = dict(outcome)
+    baseline = outcome.pop("baseline", [])
+    baseline_rows = outcome.pop("baseline_rows", 0)
     with conn.transaction():
         updated = conn.execute(
             query("finish_succeeded"), {"id": event.id, "worker_id": worker_id, **outcome}
@@ -104,6 +109,14 @@ def finish_succeeded(conn: psycopg.Connection, event: Event, worker_id: str, out
             "model_version": outcome["model_version"],
             "accuracy": outcome["accuracy"],
         })
+        if baseline:
+            conn.execute(query("store_drift_baseline"), {
+                "model_name": event.model_name,
+                "model_version": outcome["model_version"],
+                "event_id": event.id,
+                "baseline_rows": baseline_rows,
+                "features": Jsonb([asdict(f) for f in baseline]),
+            })
 
 
 def finish_failed(conn: psycopg.Connection, event: Event, worker_id: str, error: str,

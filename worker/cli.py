@@ -85,12 +85,14 @@ def _make_worker(database_url, tracking_uri, heartbeat_interval, stale_after, re
               help="Seconds between table polls when no notification arrives.")
 @click.option("--schedule-interval", default=60.0, show_default=True,
               help="Seconds between schedule checks.")
+@click.option("--drift-interval", default=1.0, show_default=True,
+              help="Seconds between drift monitor refreshes.")
 def listen(database_url, tracking_uri, heartbeat_interval, stale_after, retry_delay,
-           poll_interval, schedule_interval):
+           poll_interval, schedule_interval, drift_interval):
     """Run until SIGINT/SIGTERM: LISTEN, run due events, check schedules."""
     worker = _make_worker(database_url, tracking_uri, heartbeat_interval, stale_after,
                           retry_delay, poll_interval=poll_interval,
-                          schedule_interval=schedule_interval)
+                          schedule_interval=schedule_interval, drift_interval=drift_interval)
     worker.install_signal_handlers()
     sys.exit(worker.listen())
 
@@ -100,7 +102,8 @@ def listen(database_url, tracking_uri, heartbeat_interval, stale_after, retry_de
 @tracking_option
 @_worker_options
 def run_once(database_url, tracking_uri, heartbeat_interval, stale_after, retry_delay):
-    """Check schedules, run every due event, exit (non-zero if one failed)."""
+    """Check schedules and the drift monitor, run every due event, exit
+    (non-zero if one failed)."""
     worker = _make_worker(database_url, tracking_uri, heartbeat_interval, stale_after,
                           retry_delay)
     sys.exit(worker.run_once())

@@ -32,7 +32,7 @@ class FeatureBaseline:
     kind: str
     edges: list[float]
     categories: list[str]
-    bins: list[tuple[int, str, float]]  # (bin, label, share)
+    bins: list[dict]  # {"bin": int, "label": str, "share": float}
 
 
 def _is_number(value) -> bool:
@@ -59,10 +59,10 @@ def numeric_baseline(feature: str, values: list) -> FeatureBaseline:
         else:
             counts[MISSING] += 1
     total = len(values)
-    bins = [(MISSING, "missing", counts[MISSING] / total)]
+    bins = [_bin(MISSING, "missing", counts[MISSING] / total)]
     bounds = [-np.inf, *edges, np.inf]
     for i in range(len(edges) + 1):
-        bins.append((i, f"[{_fmt(bounds[i])}, {_fmt(bounds[i + 1])})", counts[i] / total))
+        bins.append(_bin(i, f"[{_fmt(bounds[i])}, {_fmt(bounds[i + 1])})", counts[i] / total))
     return FeatureBaseline(feature, NUMERIC, edges, [], bins)
 
 
@@ -74,9 +74,14 @@ def categorical_baseline(feature: str, values: list) -> FeatureBaseline:
                   if n / total >= MIN_CATEGORY_SHARE]
     position = {c: i + 1 for i, c in enumerate(categories)}
     counts = Counter(MISSING if t is None else position.get(t, OTHER) for t in texts)
-    bins = [(MISSING, "missing", counts[MISSING] / total), (OTHER, "other", counts[OTHER] / total)]
-    bins += [(position[c], c, counts[position[c]] / total) for c in categories]
+    bins = [_bin(MISSING, "missing", counts[MISSING] / total),
+            _bin(OTHER, "other", counts[OTHER] / total)]
+    bins += [_bin(position[c], c, counts[position[c]] / total) for c in categories]
     return FeatureBaseline(feature, CATEGORICAL, [], categories, bins)
+
+
+def _bin(number: int, label: str, share: float) -> dict:
+    return {"bin": number, "label": label, "share": share}
 
 
 def _fmt(x: float) -> str:

@@ -12,6 +12,7 @@ import logging
 import psycopg
 from psycopg.rows import dict_row
 
+from . import drift
 from .claiming import Event
 from .db import one_line
 from .queries import query
@@ -103,7 +104,13 @@ def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event) -> dict:
         verdict = f"not promoted: champion version {champion_version} scores {champion_accuracy:.4f}"
     log.info("event %s: model %s version %s accuracy %.4f, %s",
              event.id, event.model_name, version, trained.accuracy, verdict)
+    # The drift baseline describes the data the model was trained for: its
+    # training window and the holdout, the newest rows.
+    used = data.features[len(data) - (trained.training_rows + trained.holdout_rows):]
+    baseline = drift.baseline(used, trained.feature_kinds)
     return {
+        "baseline": baseline,
+        "baseline_rows": len(used),
         "mlflow_run_id": run_id,
         "model_version": version,
         "accuracy": trained.accuracy,

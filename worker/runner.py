@@ -48,6 +48,7 @@ class Settings:
     stale_after: float = 30.0
     poll_interval: float = 5.0
     schedule_interval: float = 60.0
+    drift_interval: float = 1.0
     retry_delay: float = 10.0
     worker_id: str = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -98,10 +99,22 @@ class Worker:
         if ids:
             log.info("schedule: recorded events %s", ", ".join(map(str, ids)))
 
+    def refresh_drift(self) -> None:
+        """Bring the drift monitor up to date. Its 'monitor' metrics rows fire
+        the checks, so a pending event of a model merges what the monitor saw
+        before the model's retrain starts (and its baseline moves)."""
+        for model, new_rows, score, accuracy, reported in self._work_conn().execute(
+                query("refresh_drift")).fetchall():
+            if reported:
+                log.info("drift monitor: model %s, %d new rows, drift %.3f, accuracy %s",
+                         model, new_rows, score if score is not None else float("nan"),
+                         f"{accuracy:.4f}" if accuracy is not None else "-")
+
     def drain(self) -> None:
         """Run due events until none is left (or the worker is stopping)."""
         stale = timedelta(seconds=self.settings.stale_after)
         while not self.stopping:
+            self.refresh_drift()
             event = claiming.claim(self._work_conn(), self.settings.worker_id, stale)
             if event is None:
                 return
@@ -180,6 +193,7 @@ class Worker:
         self._state = "other"
         try:
             self.check_schedules()
+            self.refresh_drift()
             self.drain()
         finally:
             self._close()
@@ -218,15 +232,21 @@ class Worker:
 
     def _serve(self, listener: psycopg.Connection) -> None:
         next_schedule = 0.0
+        next_drift = 0.0
         while not self.stopping:
             if time.monotonic() >= next_schedule:
                 self.check_schedules()
                 next_schedule = time.monotonic() + self.settings.schedule_interval
+            if time.monotonic() >= next_drift:
+                # drain() refreshes too; this keeps detection within about
+                # drift_interval of a commit while no event is due.
+                next_drift = time.monotonic() + self.settings.drift_interval
             self.drain()
             if self.stopping:
                 return
             timeout = min(self.settings.poll_interval,
                           max(0.0, next_schedule - time.monotonic()),
+                          max(0.0, next_drift - time.monotonic()),
                           self._seconds_until_next_deferred())
             self._state = "idle"
             try:
