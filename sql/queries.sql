@@ -128,3 +128,9 @@ SELECT store_drift_baseline(%(model_name)s, %(model_version)s, %(event_id)s,
 -- Brings every model's drift counts up to date; returns one row per model
 -- that saw new rows (reported = a 'monitor' metrics row was appended).
 SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift();
+
+-- drift_models --
+SELECT model_name FROM drift_baselines ORDER BY model_name;
+
+-- refresh_drift_of_model --
+SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift(%(model_name)s);

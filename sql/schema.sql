@@ -991,8 +991,8 @@ CROSS JOIN LATERAL (
 ) AS s;
 
 -- Brings the recent counts of one model (or all) up to date with the rows
--- that arrived since the last refresh, and appends a 'monitor' metrics row
--- once drift_min_rows rows arrived since the baseline. That row fires the
+-- (and late labels) that arrived since the last refresh, and appends a
+-- 'monitor' metrics row once drift_min_rows rows arrived since the baseline. That row fires the
 -- checks of model_metrics (drift_and_accuracy, drift, performance).
 -- Safe to call from any number of workers at once. Runs with the caller's
 -- rights: the worker's role (sql/roles.sql) may write these tables.
@@ -1054,8 +1054,13 @@ BEGIN
                    CASE
                        WHEN v IS NULL OR jsonb_typeof(v) = 'null' THEN -1
                        WHEN f.kind = 'numeric' THEN
-                           CASE WHEN jsonb_typeof(v) = 'number'
-                                THEN width_bucket(v::double precision, f.edges) ELSE -1 END
+                           -- Through numeric: jsonb holds numbers (1e400,
+                           -- 1e-400) that double precision cannot.
+                           CASE WHEN jsonb_typeof(v) <> 'number' THEN -1
+                                WHEN v::numeric > 1e308 THEN cardinality(f.edges)
+                                WHEN v::numeric < -1e308 THEN 0
+                                WHEN abs(v::numeric) < 1e-300 THEN width_bucket(0::double precision, f.edges)
+                                ELSE width_bucket(v::numeric::double precision, f.edges) END
                        ELSE coalesce(array_position(f.categories, v #>> '{}'), 0)
                    END AS bin
             FROM arrived AS a
@@ -1105,7 +1110,9 @@ BEGIN
         accuracy := CASE WHEN v_totals.labelled_rows > 0 THEN
                         greatest(0, least(1, v_totals.correct_rows::double precision
                                              / v_totals.labelled_rows)) END;
-        reported := new_rows > 0
+        -- New rows, or labels that arrived for rows since the baseline: the
+        -- monitor's accuracy changed either way.
+        reported := (new_rows > 0 OR v_scored <> 0 OR v_correct <> 0)
                     AND v_totals.recent_rows >= (retrain_policy_for(m.model_name)).drift_min_rows;
         IF reported THEN
             INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)

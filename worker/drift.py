@@ -12,6 +12,7 @@ Bin numbers (the SQL in sql/schema.sql, refresh_drift, uses the same):
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -36,7 +37,16 @@ class FeatureBaseline:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_float(value) -> float:
+    """JSON numbers beyond double precision (1e400 arrives as a huge int) fall
+    in the outermost bins, as in the SQL refresh."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def category_text(value) -> str:
@@ -47,7 +57,8 @@ def category_text(value) -> str:
 
 
 def numeric_baseline(feature: str, values: list) -> FeatureBaseline:
-    numbers = np.array([v for v in values if _is_number(v)], dtype=float)
+    numbers = np.array([_as_float(v) for v in values if _is_number(v)], dtype=float)
+    numbers = numbers[np.isfinite(numbers)]
     edges: list[float] = []
     if numbers.size:
         quantiles = np.quantile(numbers, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1])
@@ -55,7 +66,7 @@ def numeric_baseline(feature: str, values: list) -> FeatureBaseline:
     counts = Counter()
     for value in values:
         if _is_number(value):
-            counts[int(np.searchsorted(edges, value, side="right"))] += 1
+            counts[int(np.searchsorted(edges, _as_float(value), side="right"))] += 1
         else:
             counts[MISSING] += 1
     total = len(values)

@@ -57,7 +57,10 @@ def coerce(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
             numbers = values.map(
                 lambda v: np.nan if isinstance(v, (bool, np.bool_)) else v
             )
-            out[column] = pd.to_numeric(numbers, errors="coerce").astype(float)
+            # Infinite values (JSON numbers beyond double precision) are
+            # treated as missing: estimators and scalers refuse them.
+            out[column] = pd.to_numeric(numbers, errors="coerce").astype(float).replace(
+                [np.inf, -np.inf], np.nan)
         else:
             out[column] = values.map(_category).astype(object)
     return pd.DataFrame(out, index=frame.index)

@@ -21,6 +21,9 @@ from .training import TrainingData, score, train
 
 log = logging.getLogger(__name__)
 
+#: Reasons that say the inputs moved: train on where they are now.
+DRIFT_REASONS = {"drift_and_accuracy", "drift"}
+
 
 def load_policy(conn: psycopg.Connection, model_name: str) -> dict:
     with conn.cursor(row_factory=dict_row) as cur:
@@ -39,9 +42,11 @@ def load_training_data(conn: psycopg.Connection, model_name: str, limit: int) ->
     )
 
 
-def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event) -> dict:
+def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event,
+            still_ours=lambda: None) -> dict:
     """Train a challenger for the event's model and decide on promotion.
-    Returns the outcome columns for retrain_events."""
+    Returns the outcome columns for retrain_events. ``still_ours`` raises
+    when the event was taken over; it is called before MLflow is written."""
     policy = load_policy(conn, event.model_name)
     data = load_training_data(conn, event.model_name, policy["max_training_rows"])
     log.info("event %s: loaded %d labelled rows of model %s",
@@ -53,6 +58,7 @@ def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event) -> dict:
         min_training_rows=policy["min_training_rows"],
         holdout_fraction=policy["holdout_fraction"],
         training_window=policy["training_window"],
+        prefer_recent=bool(DRIFT_REASONS & set(event.reasons)),
     )
     log.info("event %s: trained %s on the newest %d rows in %.1fs (windows tried: %s); "
              "holdout accuracy %.4f on %d rows",
@@ -71,6 +77,7 @@ def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event) -> dict:
             champion_accuracy = 0.0
     promoted = champion_accuracy is None or trained.accuracy >= champion_accuracy
 
+    still_ours()
     run_id, version = tracker.log_retrain(
         model_name=event.model_name,
         params={
