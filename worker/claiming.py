@@ -92,6 +92,11 @@ class Heartbeat:
             conn.close()
 
 
+def beat(conn: psycopg.Connection, event: Event, worker_id: str) -> bool:
+    """Refresh the heartbeat now; False when the event is no longer ours."""
+    return conn.execute(query("heartbeat"), {"id": event.id, "worker_id": worker_id}).rowcount == 1
+
+
 def finish_succeeded(conn: psycopg.Connection, event: Event, worker_id: str, outcome: dict) -> None:
     """Write the outcome, the retrain's metrics row and the new drift
     baseline in one transaction."""

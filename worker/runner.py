@@ -73,7 +73,10 @@ class Worker:
 
     def _close(self):
         if self._conn is not None:
-            self._conn.close()
+            try:
+                self._conn.close()
+            except Exception:  # closing a connection interrupted mid-query
+                pass
             self._conn = None
 
     # -- signals -------------------------------------------------------------
@@ -103,8 +106,24 @@ class Worker:
         """Bring the drift monitor up to date. Its 'monitor' metrics rows fire
         the checks, so a pending event of a model merges what the monitor saw
         before the model's retrain starts (and its baseline moves)."""
-        for model, new_rows, score, accuracy, reported in self._work_conn().execute(
-                query("refresh_drift")).fetchall():
+        conn = self._work_conn()
+        try:
+            rows = conn.execute(query("refresh_drift")).fetchall()
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # the connection: reconnect
+        except psycopg.Error:
+            # One model's failure must not stop the others (nor the queue):
+            # refresh them one by one and report the ones that fail.
+            rows = []
+            for (model,) in conn.execute(query("drift_models")).fetchall():
+                try:
+                    rows += conn.execute(query("refresh_drift_of_model"),
+                                         {"model_name": model}).fetchall()
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise
+                except psycopg.Error as exc:
+                    log.error("drift monitor refresh of model %s failed: %s", model, one_line(exc))
+        for model, new_rows, score, accuracy, reported in rows:
             if reported:
                 log.info("drift monitor: model %s, %d new rows, drift %.3f, accuracy %s",
                          model, new_rows, score if score is not None else float("nan"),
@@ -133,7 +152,8 @@ class Worker:
         try:
             with Heartbeat(self.settings.database_url, event, self.settings.worker_id,
                            self.settings.heartbeat_interval) as heartbeat:
-                outcome = retrain(self._work_conn(), self.tracker, event)
+                outcome = retrain(self._work_conn(), self.tracker, event,
+                                  still_ours=lambda: self._check_ours(event, heartbeat))
                 if heartbeat.lost.is_set():
                     raise LostEvent(f"event {event.id} was taken over while it trained")
                 claiming.finish_succeeded(self._work_conn(), event, self.settings.worker_id, outcome)
@@ -155,6 +175,13 @@ class Worker:
         finally:
             if self._state == "busy":
                 self._state = "other"
+
+    def _check_ours(self, event: Event, heartbeat: Heartbeat) -> None:
+        """Before anything leaves a trace (MLflow), make sure no other worker
+        took the event over while this one was stalled."""
+        if heartbeat.lost.is_set() or not claiming.beat(
+                self._work_conn(), event, self.settings.worker_id):
+            raise LostEvent(f"event {event.id} was taken over while it trained")
 
     def _fail(self, event: Event, error: str) -> None:
         self.failed += 1
@@ -178,6 +205,10 @@ class Worker:
         log.warning("event %s attempt %d failed: %s; %s", event.id, event.attempts, error, what)
 
     def _hand_back(self, event: Event) -> None:
+        # The signal may have interrupted a query on the work connection,
+        # leaving it unusable: hand back on a fresh one (closing the old one
+        # ends its query and transaction on the server).
+        self._close()
         try:
             what = claiming.release(self._work_conn(), event, self.settings.worker_id,
                                     error=None, delay=timedelta(0), count_attempt=False)

@@ -32,6 +32,9 @@ def _quiet_mlflow():
     for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")
+    from mlflow.utils.logging_utils import disable_logging
+
+    disable_logging()  # "Successfully registered model ..." printed to stderr
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 
@@ -99,10 +102,12 @@ class Tracker:
 
         try:
             with self.lock():
-                version = self.client.get_model_version_by_alias(model_name, CHAMPION)
+                version = self.client.get_model_version_by_alias(
+                    registered_name(model_name), CHAMPION)
         except MlflowException:
             return None, None
-        model = self._mlflow.sklearn.load_model(f"models:/{model_name}/{version.version}")
+        model = self._mlflow.sklearn.load_model(
+            f"models:/{registered_name(model_name)}/{version.version}")
         return model, version.version
 
     def log_retrain(self, *, model_name: str, params: dict, metrics: dict, pipeline,
@@ -124,7 +129,7 @@ class Tracker:
                 info = self._mlflow.sklearn.log_model(
                     pipeline,
                     name="model",
-                    registered_model_name=model_name,
+                    registered_model_name=registered_name(model_name),
                     signature=signature,
                     pip_requirements=requirements,
                     # skops refuses our own FeatureFrame step and sklearn's
@@ -134,7 +139,7 @@ class Tracker:
                 )
             version = str(info.registered_model_version)
             if promoted:
-                self.client.set_registered_model_alias(model_name, CHAMPION, version)
+                self.client.set_registered_model_alias(registered_name(model_name), CHAMPION, version)
         return run.info.run_id, version
 
     def metric_names(self, model_name: str) -> list[str]:
@@ -156,6 +161,13 @@ class Tracker:
                 [experiment.experiment_id], order_by=["attributes.start_time DESC"],
                 max_results=200,
             )
+
+
+def registered_name(model_name: str) -> str:
+    """The model's registered-model name. MLflow refuses '/' and ':' there,
+    which model names may contain: they are %-escaped (and '%' itself), so
+    distinct models keep distinct names."""
+    return model_name.replace("%", "%25").replace("/", "%2F").replace(":", "%3A")
 
 
 def _param(value) -> str:
