@@ -196,30 +196,39 @@ CREATE TABLE retrain_schedule_periods (
 -- by writers that fire something or score rows.
 CREATE FUNCTION retrain_lock_model(p_model_name text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0));
+END;
 $$;
 
 -- The policy that applies to a model: its own row, else the default row.
 CREATE FUNCTION retrain_policy_for(p_model_name text)
 RETURNS retrain_policies
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path FROM CURRENT
 AS $$
-    SELECT *
+DECLARE
+    v_policy retrain_policies;
+BEGIN
+    -- PL/pgSQL keeps the plan; an SQL function with its own search_path is
+    -- planned again on every call.
+    SELECT * INTO v_policy
     FROM retrain_policies
     WHERE model_name IN (p_model_name, 'default')
     ORDER BY model_name = p_model_name DESC
-    LIMIT 1
+    LIMIT 1;
+    RETURN v_policy;
+END;
 $$;
 
 -- Reasons in the order of SPEC section 2: the first one is an event's reason.
 CREATE FUNCTION retrain_reason_rank(p_reason text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path FROM CURRENT
+-- No search_path of its own, so that it is inlined: it touches no table.
 AS $$
     SELECT array_position(
         ARRAY['error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
@@ -231,18 +240,26 @@ $$;
 -- count, so it stays small however often a condition fires.
 CREATE FUNCTION retrain_merge_details(p_old jsonb, p_new jsonb)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path FROM CURRENT
 AS $$
-    SELECT p_old || coalesce(jsonb_object_agg(
-        n.key,
-        CASE WHEN p_old ? n.key THEN
-            jsonb_build_object(
-                'first', p_old -> n.key -> 'first',
-                'latest', n.value -> 'latest',
-                'count', (p_old -> n.key ->> 'count')::bigint + (n.value ->> 'count')::bigint)
-        ELSE n.value END), '{}'::jsonb)
-    FROM jsonb_each(p_new) AS n
+DECLARE
+    v_merged  jsonb := p_old;
+    v_reason  text;
+    v_new     jsonb;
+BEGIN
+    FOR v_reason, v_new IN SELECT key, value FROM jsonb_each(p_new) LOOP
+        IF v_merged ? v_reason THEN
+            v_merged := v_merged || jsonb_build_object(v_reason, jsonb_build_object(
+                'first', v_merged -> v_reason -> 'first',
+                'latest', v_new -> 'latest',
+                'count', (v_merged -> v_reason ->> 'count')::bigint + (v_new ->> 'count')::bigint));
+        ELSE
+            v_merged := v_merged || jsonb_build_object(v_reason, v_new);
+        END IF;
+    END LOOP;
+    RETURN v_merged;
+END;
 $$;
 
 -- Records that conditions fired for a model: a new pending event, or the
@@ -285,6 +302,22 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_manual := 'manual' = ANY (v_reasons);
+
+    -- Most firings extend the pending event: try that first (extending
+    -- keeps run_after, so no cooldown lookup is needed).
+    UPDATE retrain_events AS e
+    SET reasons = e.reasons || ARRAY(
+            SELECT r FROM unnest(v_reasons) WITH ORDINALITY AS u(r, i)
+            WHERE r <> ALL (e.reasons) ORDER BY i),
+        details = retrain_merge_details(e.details, v_details),
+        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    WHERE e.model_name = p_model_name AND e.status = 'pending'
+    RETURNING e.id, e.reasons INTO v_id, v_all;
+    IF FOUND THEN
+        PERFORM pg_notify('retrain_events', json_build_object(
+            'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
+        RETURN v_id;
+    END IF;
 
     -- Cooldown: defer after the model's last finished retrain. A manual
     -- request skips it.
@@ -453,8 +486,8 @@ BEGIN
 END;
 $$;
 
--- Statement-level: one pass over the inserted rows per model, whatever the
--- statement's size, so a bulk COPY pays a few set-based queries, not a
+-- Statement-level: a few set-based queries per statement and model,
+-- whatever the statement's size, so a bulk COPY pays a few queries, not a
 -- query per row.
 CREATE FUNCTION training_data_after_insert()
 RETURNS trigger
@@ -463,66 +496,115 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    m          record;
-    v_policy   retrain_policies;
-    v_over     bigint;
-    v_row_id   bigint;
-    v_ids      bigint[] := '{}';
-    v_errors   boolean[] := '{}';
+    m           record;
+    v_over      bigint;
+    v_row_id    bigint;
+    v_observed  jsonb;
 BEGIN
+    -- One statement does the common path for every model in the statement:
+    -- register the model, tell the drift monitor which rows arrived, advance
+    -- the rolling error window; it returns only the models for which
+    -- something fired. (Single-row INSERTs pay this per row: each extra
+    -- statement or helper call here is measured in bench/insert_overhead.py.)
     FOR m IN
-        SELECT n.model_name,
-               max(n.error_rate) AS max_error_rate,
-               count(*) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS scored,
-               count(*) FILTER (WHERE n.label = n.prediction) AS correct,
-               count(*) AS n_rows, min(n.id) AS lo_id, max(n.id) AS hi_id
-        FROM inserted_rows AS n
-        GROUP BY n.model_name
-        ORDER BY n.model_name   -- a fixed lock order across models
+        WITH arrived AS (
+            SELECT n.model_name,
+                   max(n.error_rate) AS max_error_rate,
+                   count(*) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS scored,
+                   count(*) FILTER (WHERE n.label = n.prediction) AS correct,
+                   count(*) AS n_rows, min(n.id) AS lo_id, max(n.id) AS hi_id
+            FROM inserted_rows AS n
+            GROUP BY n.model_name),
+        policy AS (
+            SELECT a.*, p.enabled, p.error_rate_threshold, p.error_window, p.min_error_rows
+            FROM arrived AS a
+            CROSS JOIN LATERAL (
+                SELECT rp.enabled, rp.error_rate_threshold, rp.error_window, rp.min_error_rows
+                FROM retrain_policies AS rp
+                WHERE rp.model_name IN (a.model_name, 'default')
+                ORDER BY rp.model_name = a.model_name DESC
+                LIMIT 1) AS p),
+        registered AS (
+            INSERT INTO retrain_models (model_name)
+            SELECT a.model_name FROM arrived AS a
+            WHERE NOT EXISTS (SELECT FROM retrain_models AS r WHERE r.model_name = a.model_name)
+            ON CONFLICT DO NOTHING),
+        -- Arrivals for the drift monitor, committed with the rows: a range
+        -- when the ids are contiguous (any single-writer load), else the ids.
+        inbox AS (
+            INSERT INTO drift_inbox (model_name, lo_id, hi_id, row_ids, scored, correct)
+            SELECT a.model_name, a.lo_id, a.hi_id, NULL, a.scored, a.correct
+            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 = a.n_rows
+            UNION ALL
+            SELECT a.model_name, NULL, NULL,
+                   ARRAY(SELECT n.id FROM inserted_rows AS n WHERE n.model_name = a.model_name),
+                   a.scored, a.correct
+            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows),
+        -- The rolling error window (kept even while the policy is disabled):
+        -- append the statement's newest outcomes, keep the newest
+        -- error_window. The model lock is taken first, as in every trigger
+        -- path, so writers of one model queue instead of deadlocking.
+        windowed AS (
+            INSERT INTO retrain_error_windows AS w (model_name, row_ids, is_error)
+            SELECT p.model_name, o.ids, o.errs
+            FROM policy AS p
+            CROSS JOIN LATERAL (
+                SELECT array_agg(s.id ORDER BY s.id) AS ids,
+                       array_agg(s.is_error ORDER BY s.id) AS errs,
+                       pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p.model_name, 0)) AS locked
+                FROM (SELECT n.id, n.label <> n.prediction AS is_error
+                      FROM inserted_rows AS n
+                      WHERE n.model_name = p.model_name
+                        AND n.label IS NOT NULL AND n.prediction IS NOT NULL
+                      ORDER BY n.id DESC
+                      LIMIT p.error_window) AS s) AS o
+            WHERE p.scored > 0
+            ORDER BY p.model_name
+            ON CONFLICT (model_name) DO UPDATE
+            SET row_ids = (w.row_ids || excluded.row_ids)[
+                    greatest(1, cardinality(w.row_ids) + cardinality(excluded.row_ids)
+                                - (SELECT p2.error_window FROM policy AS p2
+                                   WHERE p2.model_name = excluded.model_name) + 1):],
+                is_error = (w.is_error || excluded.is_error)[
+                    greatest(1, cardinality(w.is_error) + cardinality(excluded.is_error)
+                                - (SELECT p2.error_window FROM policy AS p2
+                                   WHERE p2.model_name = excluded.model_name) + 1):]
+            RETURNING w.model_name, cardinality(w.is_error) AS window_rows,
+                      cardinality(array_positions(w.is_error, true)) AS window_errors,
+                      w.row_ids[cardinality(w.row_ids)] AS newest_scored)
+        SELECT p.*, coalesce(w.window_rows, 0) AS window_rows,
+               coalesce(w.window_errors, 0) AS window_errors, w.newest_scored
+        FROM policy AS p
+        LEFT JOIN windowed AS w USING (model_name)
+        WHERE p.enabled
+          AND (p.max_error_rate > p.error_rate_threshold
+               OR (w.window_rows >= p.min_error_rows
+                   AND w.window_errors::double precision / w.window_rows > p.error_rate_threshold))
+        ORDER BY p.model_name
     LOOP
-        INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
-        v_policy := retrain_policy_for(m.model_name);
+        v_observed := '{}';
         v_over := 0;
-        v_row_id := NULL;
-        v_ids := '{}';
-        v_errors := '{}';
-
-        -- Second pass only when the threshold was crossed: how many rows, and
-        -- the one with the highest error_rate.
-        IF v_policy.enabled AND m.max_error_rate > v_policy.error_rate_threshold THEN
-            SELECT count(*), (array_agg(n.id ORDER BY n.error_rate DESC, n.id))[1]
+        IF m.max_error_rate > m.error_rate_threshold THEN
+            -- How many rows, and the first with the highest error_rate.
+            SELECT count(*), min(n.id) FILTER (WHERE n.error_rate = m.max_error_rate)
             INTO v_over, v_row_id
             FROM inserted_rows AS n
-            WHERE n.model_name = m.model_name
-              AND n.error_rate > v_policy.error_rate_threshold;
+            WHERE n.model_name = m.model_name AND n.error_rate > m.error_rate_threshold;
+            v_observed := jsonb_build_object(
+                'error_rate', m.max_error_rate, 'threshold', m.error_rate_threshold,
+                'row_id', v_row_id);
         END IF;
-
-        IF m.scored > 0 THEN
-            -- Only the newest error_window outcomes can remain in the window.
-            SELECT coalesce(array_agg(s.id ORDER BY s.id), '{}'),
-                   coalesce(array_agg(s.label <> s.prediction ORDER BY s.id), '{}')
-            INTO v_ids, v_errors
-            FROM (SELECT n.id, n.label, n.prediction
-                  FROM inserted_rows AS n
-                  WHERE n.model_name = m.model_name
-                    AND n.label IS NOT NULL AND n.prediction IS NOT NULL
-                  ORDER BY n.id DESC
-                  LIMIT v_policy.error_window) AS s;
+        IF m.window_rows >= m.min_error_rows
+           AND m.window_errors::double precision / m.window_rows > m.error_rate_threshold THEN
+            v_observed := v_observed || jsonb_build_object(
+                'rolling_error_rate', m.window_errors::double precision / m.window_rows,
+                'window_rows', m.window_rows,
+                'threshold', m.error_rate_threshold,
+                'newest_row_id', m.newest_scored);
+            v_over := greatest(v_over, 1);
         END IF;
-
-        PERFORM retrain_check_training_rows(m.model_name, v_over, m.max_error_rate, v_row_id,
-                                    v_ids, v_errors);
-
-        -- For the drift monitor: which rows arrived (a range when their ids
-        -- are contiguous, as in any single-writer load), committed with them.
-        INSERT INTO drift_inbox (model_name, lo_id, hi_id, row_ids, scored, correct)
-        SELECT m.model_name, m.lo_id, m.hi_id, NULL, m.scored, m.correct
-        WHERE m.hi_id - m.lo_id + 1 = m.n_rows
-        UNION ALL
-        SELECT m.model_name, NULL, NULL, array_agg(n.id), m.scored, m.correct
-        FROM inserted_rows AS n
-        WHERE m.hi_id - m.lo_id + 1 <> m.n_rows AND n.model_name = m.model_name
-        HAVING count(*) > 0;
+        PERFORM record_retrain_event(m.model_name,
+                                     jsonb_build_object('error_rate', v_observed), v_over);
     END LOOP;
     RETURN NULL;
 END;
