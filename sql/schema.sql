@@ -494,6 +494,9 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path FROM CURRENT
+-- The planner prices a 200k-row transition table high enough to JIT-compile
+-- this statement, which costs far more than it saves on a write path.
+SET jit = off
 AS $$
 DECLARE
     m           record;
@@ -552,12 +555,21 @@ BEGIN
                 SELECT array_agg(s.id ORDER BY s.id) AS ids,
                        array_agg(s.is_error ORDER BY s.id) AS errs,
                        pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p.model_name, 0)) AS locked
-                FROM (SELECT n.id, n.label <> n.prediction AS is_error
-                      FROM inserted_rows AS n
-                      WHERE n.model_name = p.model_name
-                        AND n.label IS NOT NULL AND n.prediction IS NOT NULL
-                      ORDER BY n.id DESC
-                      LIMIT p.error_window) AS s) AS o
+                FROM (-- All rows scored, ids contiguous (a single-writer load):
+                      -- the newest are the top of the id range, read by key.
+                      SELECT t.id, t.label <> t.prediction AS is_error
+                      FROM training_data AS t
+                      WHERE p.scored = p.n_rows AND p.hi_id - p.lo_id + 1 = p.n_rows
+                        AND t.id BETWEEN greatest(p.lo_id, p.hi_id - p.error_window + 1)
+                                     AND p.hi_id
+                      UNION ALL
+                      (SELECT n.id, n.label <> n.prediction AS is_error
+                       FROM inserted_rows AS n
+                       WHERE NOT (p.scored = p.n_rows AND p.hi_id - p.lo_id + 1 = p.n_rows)
+                         AND n.model_name = p.model_name
+                         AND n.label IS NOT NULL AND n.prediction IS NOT NULL
+                       ORDER BY n.id DESC
+                       LIMIT p.error_window)) AS s) AS o
             WHERE p.scored > 0
             ORDER BY p.model_name
             ON CONFLICT (model_name) DO UPDATE
@@ -617,6 +629,7 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path FROM CURRENT
+SET jit = off
 AS $$
 DECLARE
     m         record;
