@@ -550,7 +550,9 @@ BEGIN
         windowed AS (
             INSERT INTO retrain_error_windows AS w (model_name, row_ids, is_error)
             SELECT p.model_name, o.ids, o.errs
-            FROM policy AS p
+            -- Sorted before the lateral takes the locks: one lock order for
+            -- every statement, whatever models it writes.
+            FROM (SELECT * FROM policy ORDER BY model_name) AS p
             CROSS JOIN LATERAL (
                 SELECT array_agg(s.id ORDER BY s.id) AS ids,
                        array_agg(s.is_error ORDER BY s.id) AS errs,
@@ -571,7 +573,6 @@ BEGIN
                        ORDER BY n.id DESC
                        LIMIT p.error_window)) AS s) AS o
             WHERE p.scored > 0
-            ORDER BY p.model_name
             ON CONFLICT (model_name) DO UPDATE
             SET row_ids = (w.row_ids || excluded.row_ids)[
                     greatest(1, cardinality(w.row_ids) + cardinality(excluded.row_ids)
@@ -644,8 +645,19 @@ BEGIN
                    (n.label IS NOT NULL AND n.prediction IS NOT NULL) AS is_scored,
                    n.label <> n.prediction AS is_error,
                    o.label <> o.prediction AS was_error,
-                   n.id > (SELECT d.max_row_id FROM drift_baselines AS d
-                           WHERE d.model_name = n.model_name) AS since_baseline
+                   -- Counted by the monitor since the baseline: newer than
+                   -- it, or committed after it with an older id (its
+                   -- arrival still in the inbox, or already recorded late).
+                   (SELECT n.id > d.max_row_id
+                           OR EXISTS (SELECT FROM drift_inbox AS i
+                                      WHERE i.model_name = n.model_name
+                                        AND (n.id BETWEEN i.lo_id AND i.hi_id
+                                             OR n.id = ANY (i.row_ids)))
+                           OR EXISTS (SELECT FROM drift_late_rows AS l
+                                      WHERE l.model_name = n.model_name
+                                        AND n.id BETWEEN l.lo_id AND l.hi_id)
+                    FROM drift_baselines AS d
+                    WHERE d.model_name = n.model_name) AS since_baseline
             FROM updated_rows AS n
             JOIN old_rows AS o USING (id)
             WHERE n.error_rate IS DISTINCT FROM o.error_rate
@@ -1028,6 +1040,16 @@ CREATE TABLE drift_inbox (
 );
 CREATE INDEX drift_inbox_model_idx ON drift_inbox (model_name);
 
+-- Rows counted since the baseline although their ids are below its
+-- max_row_id (their transactions committed after it): few, and what lets a
+-- label that reaches them later count towards the monitor's accuracy.
+CREATE TABLE drift_late_rows (
+    model_name  text NOT NULL REFERENCES drift_baselines ON DELETE CASCADE,
+    lo_id       bigint NOT NULL,
+    hi_id       bigint NOT NULL
+);
+CREATE INDEX drift_late_rows_model_idx ON drift_late_rows (model_name, lo_id);
+
 -- Stores a fresh baseline (the worker calls it in the transaction that
 -- records a successful retrain). p_features: [{feature, kind, edges,
 -- categories, bins: [{bin, label, share}]}]. Inbox entries committed before
@@ -1111,6 +1133,7 @@ DECLARE
     v_unseen       text[];
     v_unseen_rows  bigint[];
     v_totals       drift_baselines;
+    v_max_row_id   bigint;
 BEGIN
     -- Rows of models without a baseline are not "since the baseline".
     DELETE FROM drift_inbox AS i
@@ -1123,7 +1146,8 @@ BEGIN
         ORDER BY d.model_name
     LOOP
         -- One refresher per model at a time; the others then find nothing.
-        PERFORM FROM drift_baselines AS d WHERE d.model_name = m.model_name FOR UPDATE;
+        SELECT d.max_row_id INTO v_max_row_id
+        FROM drift_baselines AS d WHERE d.model_name = m.model_name FOR UPDATE;
 
         WITH taken AS (
             DELETE FROM drift_inbox AS i WHERE i.model_name = m.model_name
@@ -1136,6 +1160,17 @@ BEGIN
                (SELECT coalesce(array_agg(u.id), '{}') FROM taken AS t, unnest(t.row_ids) AS u(id))
         INTO v_entries, v_scored, v_correct, v_lo, v_hi, v_ids;
         CONTINUE WHEN v_entries = 0;
+
+        -- Rows committed after the baseline with ids below its max_row_id:
+        -- remembered, so that labels reaching them later count too.
+        INSERT INTO drift_late_rows (model_name, lo_id, hi_id)
+        SELECT m.model_name, r.lo, least(r.hi, v_max_row_id)
+        FROM unnest(v_lo, v_hi) AS r(lo, hi)
+        WHERE r.lo <= v_max_row_id
+        UNION ALL
+        SELECT m.model_name, u.id, u.id
+        FROM unnest(v_ids) AS u(id)
+        WHERE u.id <= v_max_row_id;
 
         WITH arrived AS MATERIALIZED (
             SELECT t.features

@@ -290,12 +290,6 @@ def test_late_labels_change_the_monitor_accuracy_exactly(conn):
     assert ds.monitor_rows(conn, M)[-1][2] == pytest.approx(136 / 195)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "drift bug: a row committed after the baseline but with an id below "
-    "drift_baselines.max_row_id has its features counted as recent (its inbox "
-    "entry survives store_drift_baseline), but a label that reaches it later by "
-    "UPDATE is ignored (training_data_after_update counts labels only for "
-    "id > max_row_id), so labelled_rows/correct_rows disagree with the rows counted"))
 def test_late_label_of_a_row_committed_after_the_baseline_counts(conn, db_url):
     rows = ds.feature_rows(1000, seed=1)
     copy_rows(conn, ds.unscored(rows, M))
