@@ -15,7 +15,8 @@ from . import logs
 from .db import connect, one_line
 from .errors import UserError
 
-DATABASE_URL_HELP = "PostgreSQL URL, e.g. postgresql://user@host:5432/db (env DATABASE_URL)."
+DATABASE_URL_HELP = ("PostgreSQL URL, e.g. postgresql://user@host:5432/db (env DATABASE_URL; "
+                     "default: an embedded PostgreSQL in ./.pg-retrain).")
 TRACKING_URI_HELP = "MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///mlflow.db)."
 
 
@@ -28,10 +29,17 @@ def tracking_option(f):
 
 
 def require_url(database_url: str | None) -> str:
-    if not database_url:
-        raise UserError("no database: set DATABASE_URL or pass --database-url "
-                        "(e.g. postgresql://user@localhost:5432/db)")
-    return database_url
+    """The database to use: the given URL, else the embedded default (started,
+    created and migrated on demand in ./.pg-retrain, or $PG_RETRAIN_HOME)."""
+    if database_url:
+        return database_url
+    from .embedded import default_database_url
+
+    try:
+        return default_database_url()
+    except Exception as exc:
+        raise UserError(f"cannot start the embedded PostgreSQL: {one_line(exc)} "
+                        "(or set DATABASE_URL)") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
