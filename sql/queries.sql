@@ -19,10 +19,12 @@ WHERE e.id = (
     WHERE ((c.status = 'pending' AND c.run_after <= clock_timestamp())
            OR (c.status = 'running'
                AND c.heartbeat_at < clock_timestamp() - %(stale_after)s::interval))
-      AND NOT EXISTS (
+      -- A pending event waits while its model has a running event (a stale
+      -- one is taken over first); retrain_events_one_running_per_model
+      -- settles the race of two claims at once.
+      AND NOT (c.status = 'pending' AND EXISTS (
           SELECT FROM retrain_events AS r
-          WHERE r.model_name = c.model_name AND r.id <> c.id AND r.status = 'running'
-            AND r.heartbeat_at >= clock_timestamp() - %(stale_after)s::interval)
+          WHERE r.model_name = c.model_name AND r.status = 'running'))
     ORDER BY c.run_after, c.id
     FOR UPDATE SKIP LOCKED
     LIMIT 1)
@@ -68,23 +70,36 @@ SET status = 'pending', run_after = clock_timestamp() + %(delay)s::interval,
 WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running';
 
 -- merge_into_pending --
--- The model already has a newer pending event: fold this one's reasons and
--- details into it (nothing is dropped) and close this one.
+-- The model already has a newer pending event: fold this one's reasons,
+-- details, attempts and backoff into it (nothing is dropped, and a failing
+-- model is not retried faster or more often because conditions keep firing)
+-- and close this one. A manual request stays due.
 WITH this AS (
     UPDATE retrain_events
     SET status = 'cancelled', finished_at = clock_timestamp(),
         error = %(error)s || ' (merged into event ' || %(pending_id)s || ')'
     WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running'
-    RETURNING reasons, details)
+    RETURNING reasons, details, attempts)
 UPDATE retrain_events AS p
 SET reasons = p.reasons || ARRAY(SELECT r FROM unnest(this.reasons) AS r WHERE r <> ALL (p.reasons)),
-    details = retrain_merge_details(p.details, this.details)
+    details = retrain_merge_details(p.details, this.details),
+    attempts = greatest(p.attempts, this.attempts - %(uncount)s),
+    run_after = CASE WHEN 'manual' = ANY (p.reasons) THEN p.run_after
+                     ELSE greatest(p.run_after, clock_timestamp() + %(delay)s::interval) END
 FROM this
 WHERE p.id = %(pending_id)s;
 
 -- next_run_after --
--- When the next deferred event becomes due, to sleep until then.
-SELECT min(run_after) FROM retrain_events WHERE status = 'pending';
+-- When the next deferred event becomes due, to sleep until then (events
+-- waiting for their model's running event do not count: nothing to wake for).
+SELECT min(p.run_after) FROM retrain_events AS p
+WHERE p.status = 'pending'
+  AND NOT EXISTS (SELECT FROM retrain_events AS r
+                  WHERE r.model_name = p.model_name AND r.status = 'running');
+
+-- lock_model --
+-- The lock every trigger takes before the model's pending event.
+SELECT retrain_lock_model(%(model_name)s);
 
 -- check_schedules --
 SELECT check_retrain_schedules();

@@ -80,9 +80,12 @@ CREATE TABLE retrain_policies (
         CONSTRAINT combined_max_accuracy_between_0_and_1 CHECK (combined_max_accuracy BETWEEN 0 AND 1),
     drift_alone              boolean NOT NULL DEFAULT false,
     schedule_interval        interval DEFAULT '7 days'
-        CONSTRAINT schedule_interval_positive CHECK (schedule_interval > '0'::interval),
+        CONSTRAINT schedule_interval_positive CHECK (schedule_interval > '0'::interval)
+        -- Bounded so that timestamps computed from it stay in range.
+        CONSTRAINT schedule_interval_at_most_10_years CHECK (schedule_interval <= '10 years'::interval),
     cooldown                 interval NOT NULL DEFAULT '1 hour'
-        CONSTRAINT cooldown_not_negative CHECK (cooldown >= '0'::interval),
+        CONSTRAINT cooldown_not_negative CHECK (cooldown >= '0'::interval)
+        CONSTRAINT cooldown_at_most_10_years CHECK (cooldown <= '10 years'::interval),
     min_training_rows        integer NOT NULL DEFAULT 50
         CONSTRAINT min_training_rows_positive CHECK (min_training_rows > 0),
     max_attempts             integer NOT NULL DEFAULT 3
@@ -146,6 +149,9 @@ CREATE TABLE retrain_events (
 -- recorders meet here and INSERT .. ON CONFLICT merges them.
 CREATE UNIQUE INDEX retrain_events_one_pending_per_model
     ON retrain_events (model_name) WHERE status = 'pending';
+-- One running event per model: two workers never retrain one model at once.
+CREATE UNIQUE INDEX retrain_events_one_running_per_model
+    ON retrain_events (model_name) WHERE status = 'running';
 -- Claiming: due pending events, and running events whose heartbeat is stale.
 CREATE INDEX retrain_events_pending_run_after_idx
     ON retrain_events (run_after) WHERE status = 'pending';

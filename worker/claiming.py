@@ -41,10 +41,15 @@ class LostEvent(Exception):
 
 
 def claim(conn: psycopg.Connection, worker_id: str, stale_after: timedelta) -> Event | None:
-    with conn.transaction():
-        row = conn.execute(
-            query("claim_event"), {"worker_id": worker_id, "stale_after": stale_after}
-        ).fetchone()
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                query("claim_event"), {"worker_id": worker_id, "stale_after": stale_after}
+            ).fetchone()
+    except psycopg.errors.UniqueViolation:
+        # Another worker claimed an event of the same model at this very
+        # moment (retrain_events_one_running_per_model): nothing for us now.
+        return None
     return Event(*row) if row else None
 
 
@@ -141,10 +146,14 @@ def release(conn: psycopg.Connection, event: Event, worker_id: str, *, error: st
     Returns what happened, for the log."""
     params = {"id": event.id, "worker_id": worker_id, "model_name": event.model_name}
     with conn.transaction():
+        # As the triggers do before touching the pending event: no trigger
+        # can record one between our look and our write.
+        conn.execute(query("lock_model"), params)
         other = conn.execute(query("pending_event_of_model"), params).fetchone()
         if other:
             conn.execute(query("merge_into_pending"), {
                 **params, "pending_id": other[0], "error": error or "handed back",
+                "delay": delay, "uncount": 0 if count_attempt else 1,
             })
             return f"merged into pending event {other[0]}"
         conn.execute(query("release_for_retry"), {

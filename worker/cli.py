@@ -135,9 +135,13 @@ def trigger(database_url, model):
 @click.option("--limit", default=10, show_default=True, help="How many recent events.")
 def status(database_url, model, limit):
     """Models (champion, latest accuracy and drift) and recent events."""
+    from .queries import query
     from .status import render_status
 
     with connect(require_url(database_url), autocommit=True) as conn:
+        if model is not None and not conn.execute(
+                query("model_known"), {"model_name": model}).fetchone()[0]:
+            raise UserError(f"unknown model {model!r}: it has no training data, metrics or policy")
         click.echo(render_status(conn, model, limit))
 
 
@@ -147,10 +151,13 @@ def metrics():
 
 
 @metrics.command("list")
+@database_option
 @tracking_option
 @click.option("--model", default="default", show_default=True)
-def metrics_list(tracking_uri, model):
-    """Metric names tracked in MLflow for the model."""
+def metrics_list(database_url, tracking_uri, model):
+    """Metric names tracked in MLflow for the model.
+
+    --database-url is accepted like everywhere; the metrics come from MLflow."""
     from .tracking import Tracker
 
     for name in Tracker(tracking_uri).metric_names(model):
@@ -158,11 +165,14 @@ def metrics_list(tracking_uri, model):
 
 
 @metrics.command("get")
+@database_option
 @tracking_option
 @click.argument("name")
 @click.option("--model", default="default", show_default=True)
-def metrics_get(tracking_uri, name, model):
-    """The latest value of metric NAME, e.g. model_accuracy."""
+def metrics_get(database_url, tracking_uri, name, model):
+    """The latest value of metric NAME, e.g. model_accuracy.
+
+    --database-url is accepted like everywhere; the value comes from MLflow."""
     from .tracking import Tracker
 
     value = Tracker(tracking_uri).latest_metric(model, name)

@@ -48,14 +48,13 @@ def connect(url: str, *, autocommit: bool = False, **kwargs) -> psycopg.Connecti
     Connection failures become one readable UserError line.
     """
     try:
-        return psycopg.connect(
-            libpq_url(url),
-            autocommit=autocommit,
-            options=f"-c search_path={SCHEMA}",
-            **kwargs,
-        )
+        conn = psycopg.connect(libpq_url(url), autocommit=True, **kwargs)
     except psycopg.OperationalError as exc:
         raise UserError(f"cannot connect to the database: {one_line(exc)}") from None
+    # Quoted by the server, whatever the schema is called.
+    conn.execute("SELECT set_config('search_path', quote_ident(%s), false)", (SCHEMA,))
+    conn.autocommit = autocommit
+    return conn
 
 
 def one_line(exc: BaseException) -> str:

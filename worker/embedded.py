@@ -9,6 +9,7 @@ worker, finds it.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -77,15 +78,19 @@ def default_database_url() -> str:
     from . import migrate
 
     data_dir = home() / "pgdata"
-    first_start = not (data_dir / "PG_VERSION").exists()
-    if first_start:
-        log.info("starting an embedded PostgreSQL in %s (no DATABASE_URL set)", data_dir)
-    server = start(data_dir)
-    url = make_url(server.url).set(database=DATABASE).render_as_string(hide_password=False)
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (DATABASE,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    migrate.upgrade(url)
+    home().mkdir(parents=True, exist_ok=True)
+    # Several workers may start at once: one of them starts, creates and
+    # migrates; the others wait for it and find everything in place.
+    with open(home() / "start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (data_dir / "PG_VERSION").exists():
+            log.info("starting an embedded PostgreSQL in %s (no DATABASE_URL set)", data_dir)
+        server = start(data_dir)
+        url = make_url(server.url).set(database=DATABASE).render_as_string(hide_password=False)
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (DATABASE,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        migrate.upgrade(url)
     return url

@@ -54,9 +54,7 @@ def coerce(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     for column, kind in kinds.items():
         values = frame[column] if column in frame.columns else pd.Series(np.nan, index=frame.index)
         if kind == NUMERIC:
-            numbers = values.map(
-                lambda v: np.nan if isinstance(v, (bool, np.bool_)) else v
-            )
+            numbers = values.map(_number)
             # Infinite values (JSON numbers beyond double precision) are
             # treated as missing: estimators and scalers refuse them.
             out[column] = pd.to_numeric(numbers, errors="coerce").astype(float).replace(
@@ -64,6 +62,20 @@ def coerce(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
         else:
             out[column] = values.map(_category).astype(object)
     return pd.DataFrame(out, index=frame.index)
+
+
+def _number(value):
+    """A value for a numeric column: booleans are not numbers, and JSON
+    numbers beyond double precision (1e400 arrives as a huge int) become
+    infinite, then missing."""
+    if isinstance(value, (bool, np.bool_)):
+        return np.nan
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return np.inf if value > 0 else -np.inf
+    return value
 
 
 def _category(value):

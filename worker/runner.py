@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import psycopg
+from psycopg import sql
 
 from . import claiming
 from .claiming import Event, Heartbeat, LostEvent
@@ -137,6 +138,9 @@ class Worker:
             event = claiming.claim(self._work_conn(), self.settings.worker_id, stale)
             if event is None:
                 return
+            if self.stopping:  # the stop arrived during the claim
+                self._hand_back(event)
+                return
             self.process(event)
 
     def process(self, event: Event) -> None:
@@ -240,7 +244,7 @@ class Worker:
             listener = None
             try:
                 listener = connect(self.settings.database_url, autocommit=True)
-                listener.execute(f"LISTEN {CHANNEL}")
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                 log.info("listening on channel %s as %s", CHANNEL, self.settings.worker_id)
                 backoff = 1.0
                 self._serve(listener)
@@ -249,6 +253,15 @@ class Worker:
                     break
                 log.warning("database connection lost (%s); reconnecting in %.0fs",
                             one_line(exc), backoff)
+                self._close()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except psycopg.Error as exc:
+                # Not the connection: a statement failed (a schedule check, a
+                # race lost). The process must not die; try again shortly.
+                if self.stopping:
+                    break
+                log.error("database error (%s); carrying on in %.0fs", one_line(exc), backoff)
                 self._close()
                 self._sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -281,7 +294,7 @@ class Worker:
                           self._seconds_until_next_deferred())
             self._state = "idle"
             try:
-                for _ in listener.notifies(timeout=max(timeout, 0.01), stop_after=1):
+                for _ in listener.notifies(timeout=max(timeout, 0.05), stop_after=1):
                     pass
             finally:
                 if self._state == "idle":

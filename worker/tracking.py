@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import logging
 import os
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from .errors import UserError
 
@@ -85,7 +86,7 @@ class Tracker:
         # worker was started from.
         if self._sqlite is None:
             return None
-        return (self._sqlite.parent / "mlartifacts" / model_name).as_uri()
+        return (self._sqlite.parent / "mlartifacts" / safe_directory_name(model_name)).as_uri()
 
     def experiment_id(self, model_name: str) -> str:
         with self.lock():
@@ -121,7 +122,9 @@ class Tracker:
         experiment_id = self.experiment_id(model_name)
         signature = infer_signature(input_example, pipeline.predict(input_example))
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
-        with self.lock():
+        # The registry prints "Registered model ..."/"Created version ..."
+        # straight to stderr, which would break --log-format json.
+        with self.lock(), contextlib.redirect_stderr(io.StringIO()):
             with self._mlflow.start_run(experiment_id=experiment_id) as run:
                 self._mlflow.log_params({k: _param(v) for k, v in params.items()})
                 self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
@@ -168,6 +171,13 @@ def registered_name(model_name: str) -> str:
     which model names may contain: they are %-escaped (and '%' itself), so
     distinct models keep distinct names."""
     return model_name.replace("%", "%25").replace("/", "%2F").replace(":", "%3A")
+
+
+def safe_directory_name(model_name: str) -> str:
+    """A model name as one directory name: any text is a valid model name
+    ('/etc', '..'), so everything but letters, digits, '-' and '_' is
+    %-escaped."""
+    return quote(model_name, safe="").replace(".", "%2E").replace("~", "%7E") or "%00"
 
 
 def _param(value) -> str:

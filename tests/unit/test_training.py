@@ -91,3 +91,22 @@ def test_score_compares_as_strings():
         def predict(self, frame):
             return np.array([1] * len(frame))
     assert score(Constant(), pd.DataFrame({"x": [1, 2]}), np.array(["1", "2"], dtype=object)) == 0.5
+
+
+def test_numbers_beyond_double_precision_do_not_break_training():
+    data = rule_rows(200)
+    for i, row in enumerate(data.features):
+        row["big"] = 10**400 if i % 5 == 0 else 1.5   # JSON 1e400 arrives as a huge int
+    model = train(data)
+    assert model.accuracy > 0.85
+    assert model.feature_kinds["big"] == NUMERIC
+
+
+def test_model_names_become_safe_directory_names():
+    from worker.tracking import safe_directory_name
+
+    for name in ["/etc/passwd", "..", "../up", "a/b:c", "fraud/eu:v2", ""]:
+        encoded = safe_directory_name(name)
+        assert "/" not in encoded and encoded not in (".", "..") and encoded
+    assert safe_directory_name("churn_v2") == "churn_v2"
+    assert safe_directory_name("a/b") != safe_directory_name("a_b")

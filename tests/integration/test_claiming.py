@@ -1,0 +1,71 @@
+"""Claiming and releasing events, through the worker's own functions, on a
+real database."""
+
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import events, insert_metric, set_policy
+from worker import claiming
+from worker.cli import cli
+from worker.db import connect
+
+STALE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def work(db_url):
+    with connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+def test_a_retry_merged_into_a_new_pending_event_keeps_its_attempts_and_backoff(conn, work):
+    set_policy(conn, "m", cooldown="0")
+    insert_metric(conn, "m", accuracy=0.1)           # records an event
+    event = claiming.claim(work, "w1", STALE)
+    assert event is not None and event.attempts == 1
+    insert_metric(conn, "m", accuracy=0.2)           # fires again: a new pending event
+    what = claiming.release(work, event, "w1", error="boom", delay=timedelta(seconds=60),
+                            count_attempt=True)
+    assert what.startswith("merged into pending event")
+    [cancelled] = events(conn, "m", "cancelled")
+    [pending] = events(conn, "m", "pending")
+    assert "boom" in cancelled["error"]
+    assert pending["attempts"] == 1
+    assert pending["run_after"] >= datetime.now(timezone.utc) + timedelta(seconds=50)
+
+
+def test_a_pending_event_waits_while_its_model_runs_and_a_stale_one_is_taken_over(conn, work):
+    set_policy(conn, "m", cooldown="0")
+    insert_metric(conn, "m", accuracy=0.1)
+    first = claiming.claim(work, "w1", STALE)
+    insert_metric(conn, "m", accuracy=0.2)           # pending while the first runs
+    assert claiming.claim(work, "w2", STALE) is None
+    conn.execute("UPDATE retrain_events SET heartbeat_at = now() - interval '1 hour' "
+                 "WHERE id = %s", (first.id,))
+    taken = claiming.claim(work, "w2", STALE)
+    assert taken.id == first.id and taken.attempts == 2
+    assert claiming.claim(work, "w3", STALE) is None
+
+
+def test_two_running_events_of_one_model_are_refused_by_the_database(conn):
+    conn.execute("INSERT INTO retrain_events (model_name, reason, reasons, status) "
+                 "VALUES ('m', 'manual', '{manual}', 'running')")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO retrain_events (model_name, reason, reasons, status) "
+                     "VALUES ('m', 'manual', '{manual}', 'running')")
+
+
+@pytest.mark.parametrize("setting", ["cooldown", "schedule_interval"])
+def test_intervals_are_bounded_so_that_timestamps_stay_in_range(conn, setting):
+    with pytest.raises(psycopg.errors.CheckViolation) as err:
+        set_policy(conn, "m", **{setting: "1000000 years"})
+    assert f"{setting}_at_most_10_years" in str(err.value)
+
+
+def test_status_of_an_unknown_model_is_an_error(db_url):
+    result = CliRunner().invoke(cli, ["status", "--database-url", db_url, "--model", "nope"])
+    assert result.exit_code != 0
+    assert "unknown model 'nope'" in str(result.exception)
