@@ -64,7 +64,8 @@ class Heartbeat:
 
     def __init__(self, database_url: str, event: Event, worker_id: str, interval: float):
         self._url = database_url
-        self._params = {"id": event.id, "worker_id": worker_id}
+        self._event = event
+        self._worker_id = worker_id
         self._interval = interval
         self._stop = threading.Event()
         self.lost = threading.Event()
@@ -84,12 +85,12 @@ class Heartbeat:
             try:
                 if conn is None or conn.closed:
                     conn = connect(self._url, autocommit=True)
-                if conn.execute(query("heartbeat"), self._params).rowcount == 0:
-                    log.warning("event %s was taken over by another worker", self._params["id"])
+                if not beat(conn, self._event, self._worker_id):
+                    log.warning("event %s was taken over by another worker", self._event.id)
                     self.lost.set()
                     return
             except Exception as exc:  # keep beating: the database may come back
-                log.warning("heartbeat of event %s failed: %s", self._params["id"], one_line(exc))
+                log.warning("heartbeat of event %s failed: %s", self._event.id, one_line(exc))
                 if conn is not None:
                     conn.close()
                 conn = None

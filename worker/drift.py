@@ -12,13 +12,12 @@ Bin numbers (the SQL in sql/schema.sql, refresh_drift, uses the same):
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from .features import CATEGORICAL, NUMERIC
+from .features import CATEGORICAL, NUMERIC, as_float, category_text, is_json_number
 
 NUMERIC_BINS = 10
 MAX_CATEGORIES = 10
@@ -36,28 +35,8 @@ class FeatureBaseline:
     bins: list[dict]  # {"bin": int, "label": str, "share": float}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _as_float(value) -> float:
-    """JSON numbers beyond double precision (1e400 arrives as a huge int) fall
-    in the outermost bins, as in the SQL refresh."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
-def category_text(value) -> str:
-    """A value as the SQL refresh sees it: ``value #>> '{}'``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def numeric_baseline(feature: str, values: list) -> FeatureBaseline:
-    numbers = np.array([_as_float(v) for v in values if _is_number(v)], dtype=float)
+    numbers = np.array([as_float(v) for v in values if is_json_number(v)], dtype=float)
     numbers = numbers[np.isfinite(numbers)]
     edges: list[float] = []
     if numbers.size:
@@ -65,8 +44,8 @@ def numeric_baseline(feature: str, values: list) -> FeatureBaseline:
         edges = sorted(set(float(q) for q in quantiles))
     counts = Counter()
     for value in values:
-        if _is_number(value):
-            counts[int(np.searchsorted(edges, _as_float(value), side="right"))] += 1
+        if is_json_number(value):
+            counts[int(np.searchsorted(edges, as_float(value), side="right"))] += 1
         else:
             counts[MISSING] += 1
     total = len(values)

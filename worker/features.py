@@ -39,9 +39,7 @@ def infer_kinds(frame: pd.DataFrame) -> dict[str, str]:
         values = frame[column].dropna()
         if values.empty:
             continue
-        is_number = values.map(
-            lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
-        )
+        is_number = values.map(is_json_number)
         kinds[column] = NUMERIC if is_number.mean() > 0.5 else CATEGORICAL
     return kinds
 
@@ -64,26 +62,42 @@ def coerce(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
+def is_json_number(value) -> bool:
+    """A JSON number (booleans are not numbers)."""
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def as_float(value) -> float:
+    """A JSON number as a float: 1e400 arrives as a huge int, beyond double
+    precision, and becomes +-inf."""
+    try:
+        return float(value)
+    except OverflowError:
+        return np.inf if value > 0 else -np.inf
+
+
+def category_text(value) -> str:
+    """A non-null value as a category, as the SQL drift refresh sees it
+    (``value #>> '{}'``): booleans as "true"/"false", the rest as text."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _number(value):
     """A value for a numeric column: booleans are not numbers, and JSON
-    numbers beyond double precision (1e400 arrives as a huge int) become
-    infinite, then missing."""
+    numbers beyond double precision become infinite, then missing."""
     if isinstance(value, (bool, np.bool_)):
         return np.nan
     if isinstance(value, int):
-        try:
-            return float(value)
-        except OverflowError:
-            return np.inf if value > 0 else -np.inf
+        return as_float(value)
     return value
 
 
 def _category(value):
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return np.nan
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    return str(value)
+    return category_text(value)
 
 
 class FeatureFrame(BaseEstimator, TransformerMixin):

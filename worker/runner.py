@@ -276,21 +276,18 @@ class Worker:
 
     def _serve(self, listener: psycopg.Connection) -> None:
         next_schedule = 0.0
-        next_drift = 0.0
         while not self.stopping:
             if time.monotonic() >= next_schedule:
                 self.check_schedules()
                 next_schedule = time.monotonic() + self.settings.schedule_interval
-            if time.monotonic() >= next_drift:
-                # drain() refreshes too; this keeps detection within about
-                # drift_interval of a commit while no event is due.
-                next_drift = time.monotonic() + self.settings.drift_interval
-            self.drain()
+            self.drain()  # refreshes the drift monitor first
             if self.stopping:
                 return
+            # Waking at least every drift_interval keeps drift detected within
+            # about that long of a commit while no event is due.
             timeout = min(self.settings.poll_interval,
+                          self.settings.drift_interval,
                           max(0.0, next_schedule - time.monotonic()),
-                          max(0.0, next_drift - time.monotonic()),
                           self._seconds_until_next_deferred())
             self._state = "idle"
             try:
