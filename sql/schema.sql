@@ -167,20 +167,15 @@ CREATE INDEX retrain_events_model_id_idx ON retrain_events (model_name, id);
 -- ---------------------------------------------------------------------------
 
 -- Every model the system has seen (training rows, metrics, policies), so
--- that schedules and model_status never scan training_data for names.
+-- that schedules and model_status never scan training_data for names. Also
+-- where the rolling error window starts: rows with ids above
+-- error_window_after (moved by each successful retrain), and whether the
+-- next scored row must look at the window even if it is a correct one.
 CREATE TABLE retrain_models (
-    model_name     text PRIMARY KEY,
-    first_seen_at  timestamptz NOT NULL DEFAULT now()
-);
-
--- The rolling error window of a model: the newest error_window labelled rows
--- that carry a prediction, since the last successful retrain, as two
--- parallel arrays (oldest first). One small row per model replaces a window
--- scan of training_data on every insert.
-CREATE TABLE retrain_error_windows (
-    model_name  text PRIMARY KEY,
-    row_ids     bigint[] NOT NULL,
-    is_error    boolean[] NOT NULL
+    model_name          text PRIMARY KEY,
+    first_seen_at       timestamptz NOT NULL DEFAULT now(),
+    error_window_after  bigint NOT NULL DEFAULT 0,
+    error_check_due     boolean NOT NULL DEFAULT false
 );
 
 -- Schedule periods already fired, so that concurrent schedule checks record
@@ -370,97 +365,43 @@ $$;
 -- training_data: error_rate (row value and rolling window)
 -- ---------------------------------------------------------------------------
 
--- Appends newly scored rows (label and prediction known) to a model's
--- rolling error window, applies corrections to rows already in it, and
--- returns the window's error rate and size.
-CREATE FUNCTION retrain_advance_error_window(
-    p_model_name text,
-    p_window integer,
-    p_new_ids bigint[],
-    p_new_errors boolean[],
-    p_changed_ids bigint[] DEFAULT '{}',
-    p_changed_errors boolean[] DEFAULT '{}',
-    OUT window_rows integer,
-    OUT window_errors integer)
-LANGUAGE plpgsql
-SET search_path FROM CURRENT
-AS $$
-DECLARE
-    v_ids     bigint[];
-    v_errors  boolean[];
-    v_len     integer;
-BEGIN
-    PERFORM retrain_lock_model(p_model_name);
-
-    SELECT w.row_ids, w.is_error INTO v_ids, v_errors
-    FROM retrain_error_windows AS w
-    WHERE w.model_name = p_model_name
-    FOR UPDATE;
-
-    v_ids := coalesce(v_ids, '{}');
-    v_errors := coalesce(v_errors, '{}');
-
-    -- Rows already in the window whose outcome changed by UPDATE: a NULL
-    -- outcome means the row is no longer scored and leaves the window.
-    IF cardinality(p_changed_ids) > 0 AND cardinality(v_ids) > 0 THEN
-        SELECT coalesce(array_agg(w.id ORDER BY w.i), '{}'),
-               coalesce(array_agg(coalesce(c.err, w.err) ORDER BY w.i), '{}')
-        INTO v_ids, v_errors
-        FROM unnest(v_ids, v_errors) WITH ORDINALITY AS w(id, err, i)
-        LEFT JOIN unnest(p_changed_ids, p_changed_errors) AS c(id, err) ON c.id = w.id
-        WHERE NOT (c.id IS NOT NULL AND c.err IS NULL);
-    END IF;
-
-    v_ids := v_ids || p_new_ids;
-    v_errors := v_errors || p_new_errors;
-    v_len := cardinality(v_ids);
-    IF v_len > p_window THEN
-        v_ids := v_ids[v_len - p_window + 1:];
-        v_errors := v_errors[v_len - p_window + 1:];
-    END IF;
-
-    INSERT INTO retrain_error_windows AS w (model_name, row_ids, is_error)
-    VALUES (p_model_name, v_ids, v_errors)
-    ON CONFLICT (model_name) DO UPDATE
-    SET row_ids = excluded.row_ids, is_error = excluded.is_error;
-
-    window_rows := cardinality(v_ids);
-    SELECT count(*) FILTER (WHERE e) INTO window_errors FROM unnest(v_errors) AS e;
-END;
-$$;
-
--- The error_rate decision for one model, given what a statement changed:
--- the highest reported error_rate among its rows (and which row, how many
--- rows were over the threshold) and the newly scored outcomes.
+-- The error_rate decision for one model, after a statement added or changed
+-- some of its rows: p_max_error_rate is the highest error_rate they report
+-- (p_max_error_row_id the first row reporting it, p_over_rows how many are
+-- over the threshold).
+--
+-- The rolling error rate is read where it lives: the model's newest
+-- error_window rows with a label and a prediction, added since its last
+-- successful retrain, newest first on training_data_labelled_idx. Nothing is
+-- kept per inserted row, so a correct row costs the insert path nothing
+-- here. The callers pass p_check_window only when the rate may have risen
+-- (a statement brought a wrong prediction, or changed rows already scored)
+-- or when the model's error_check_due is set: its window was over the
+-- threshold at the last look, so every scored row looks again, as a correct
+-- row can still fire (after a failed retrain, or on reaching
+-- min_error_rows). p_newest_row_id is reported in details.
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
-    p_over_rows bigint,
     p_max_error_rate double precision,
     p_max_error_row_id bigint,
-    p_new_ids bigint[],
-    p_new_errors boolean[],
-    p_changed_ids bigint[] DEFAULT '{}',
-    p_changed_errors boolean[] DEFAULT '{}')
+    p_over_rows bigint,
+    p_check_window boolean,
+    p_newest_row_id bigint)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_policy    retrain_policies := retrain_policy_for(p_model_name);
-    v_window_rows    integer := 0;
-    v_window_errors  integer := 0;
-    v_observed  jsonb := '{}';
-    v_firings   bigint := 0;
+    v_policy         retrain_policies := retrain_policy_for(p_model_name);
+    v_window_after   bigint;
+    v_due            boolean;
+    v_window_rows    integer;
+    v_window_errors  integer;
+    v_rate           double precision;
+    v_armed          boolean;
+    v_observed       jsonb := '{}';
+    v_firings        bigint := 0;
 BEGIN
-    IF cardinality(p_new_ids) > 0 OR cardinality(p_changed_ids) > 0 THEN
-        -- Kept up to date even while the policy is disabled, so that
-        -- enabling it finds a correct window.
-        SELECT w.window_rows, w.window_errors INTO v_window_rows, v_window_errors
-        FROM retrain_advance_error_window(p_model_name, v_policy.error_window,
-                                          p_new_ids, p_new_errors,
-                                          p_changed_ids, p_changed_errors) AS w;
-    END IF;
-
     IF NOT v_policy.enabled THEN
         RETURN;
     END IF;
@@ -473,15 +414,39 @@ BEGIN
         v_firings := p_over_rows;
     END IF;
 
-    IF v_window_rows >= v_policy.min_error_rows
-       AND v_window_errors::double precision / v_window_rows > v_policy.error_rate_threshold THEN
-        v_observed := v_observed || jsonb_build_object(
-            'rolling_error_rate', v_window_errors::double precision / v_window_rows,
-            'window_rows', v_window_rows,
-            'threshold', v_policy.error_rate_threshold,
-            'newest_row_id', coalesce(p_new_ids[cardinality(p_new_ids)],
-                                      p_changed_ids[cardinality(p_changed_ids)]));
-        v_firings := greatest(v_firings, 1);
+    IF p_check_window THEN
+        -- The model lock first, then the window in a statement of its own:
+        -- it sees the rows of every writer that held the lock before us.
+        PERFORM retrain_lock_model(p_model_name);
+        SELECT r.error_window_after, r.error_check_due INTO v_window_after, v_due
+        FROM retrain_models AS r
+        WHERE r.model_name = p_model_name;
+
+        SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
+        INTO v_window_rows, v_window_errors
+        FROM (SELECT t.label, t.prediction
+              FROM training_data AS t
+              WHERE t.model_name = p_model_name
+                AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+                AND t.id > coalesce(v_window_after, 0)
+              ORDER BY t.model_name DESC, t.id DESC
+              LIMIT v_policy.error_window) AS w;
+        v_rate := v_window_errors::double precision / nullif(v_window_rows, 0);
+
+        IF v_window_rows >= v_policy.min_error_rows AND v_rate > v_policy.error_rate_threshold THEN
+            v_observed := v_observed || jsonb_build_object(
+                'rolling_error_rate', v_rate,
+                'window_rows', v_window_rows,
+                'threshold', v_policy.error_rate_threshold,
+                'newest_row_id', p_newest_row_id);
+            v_firings := greatest(v_firings, 1);
+        END IF;
+
+        v_armed := coalesce(v_rate > v_policy.error_rate_threshold, false);
+        IF v_armed IS DISTINCT FROM v_due THEN
+            UPDATE retrain_models SET error_check_due = v_armed
+            WHERE model_name = p_model_name;
+        END IF;
     END IF;
 
     IF v_firings > 0 THEN
@@ -492,47 +457,82 @@ BEGIN
 END;
 $$;
 
--- Statement-level: a few set-based queries per statement and model,
--- whatever the statement's size, so a bulk COPY pays a few queries, not a
--- query per row.
+-- Statement-level, so a bulk COPY pays a few set-based queries, not a query
+-- per row. A single-row statement (an ETL job's INSERTs, a serving path
+-- logging predictions) pays this on every row, so it has a path of its own:
+-- one query and one insert, and no lock and no window read unless the row
+-- can fire something. Each statement here is measured in
+-- bench/insert_overhead.py.
 CREATE FUNCTION training_data_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path FROM CURRENT
 -- The planner prices a 200k-row transition table high enough to JIT-compile
--- this statement, which costs far more than it saves on a write path.
+-- the set-based statement, which costs far more than it saves on a write path.
 SET jit = off
 AS $$
 DECLARE
-    m           record;
-    v_over      bigint;
-    v_row_id    bigint;
-    v_observed  jsonb;
+    v_id          bigint;
+    v_model_name  text;
+    v_label       text;
+    v_prediction  text;
+    v_error_rate  double precision;
+    v_more_rows   boolean;
+    v_enabled     boolean;
+    v_threshold   double precision;
+    v_known       boolean;
+    v_due         boolean;
+    v_scored      boolean;
+    m             record;
+    v_over        bigint;
+    v_row_id      bigint;
 BEGIN
-    -- One statement does the common path for every model in the statement:
-    -- register the model, tell the drift monitor which rows arrived, advance
-    -- the rolling error window; it returns only the models for which
-    -- something fired. (Single-row INSERTs pay this per row: each extra
-    -- statement or helper call here is measured in bench/insert_overhead.py.)
+    SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
+           EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
+           coalesce(p.enabled, d.enabled),
+           coalesce(p.error_rate_threshold, d.error_rate_threshold),
+           r.model_name IS NOT NULL, r.error_check_due
+    INTO v_id, v_model_name, v_label, v_prediction, v_error_rate,
+         v_more_rows, v_enabled, v_threshold, v_known, v_due
+    FROM inserted_rows AS n
+    JOIN retrain_policies AS d ON d.model_name = 'default'
+    LEFT JOIN retrain_policies AS p ON p.model_name = n.model_name
+    LEFT JOIN retrain_models AS r ON r.model_name = n.model_name
+    LIMIT 1;
+
+    IF NOT v_more_rows THEN
+        v_scored := v_label IS NOT NULL AND v_prediction IS NOT NULL;
+        -- Tells the drift monitor that the row arrived; commits with it.
+        INSERT INTO drift_inbox (model_name, lo_id, hi_id, scored, correct)
+        VALUES (v_model_name, v_id, v_id, v_scored::integer,
+                coalesce(v_label = v_prediction, false)::integer);
+        IF NOT v_known THEN
+            INSERT INTO retrain_models (model_name) VALUES (v_model_name) ON CONFLICT DO NOTHING;
+        END IF;
+        IF v_enabled AND (v_error_rate > v_threshold OR v_label <> v_prediction
+                          OR (v_due AND v_scored)) THEN
+            PERFORM retrain_check_training_rows(
+                v_model_name, v_error_rate, v_id, 1,
+                v_label <> v_prediction OR (v_due AND v_scored),
+                CASE WHEN v_scored THEN v_id END);
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    -- Any other statement: one set-based statement registers the models,
+    -- tells the drift monitor which rows arrived, and returns only the
+    -- models for which something may fire.
     FOR m IN
         WITH arrived AS (
             SELECT n.model_name,
                    max(n.error_rate) AS max_error_rate,
                    count(*) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS scored,
                    count(*) FILTER (WHERE n.label = n.prediction) AS correct,
+                   max(n.id) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS newest_scored,
                    count(*) AS n_rows, min(n.id) AS lo_id, max(n.id) AS hi_id
             FROM inserted_rows AS n
             GROUP BY n.model_name),
-        policy AS (
-            SELECT a.*, p.enabled, p.error_rate_threshold, p.error_window, p.min_error_rows
-            FROM arrived AS a
-            CROSS JOIN LATERAL (
-                SELECT rp.enabled, rp.error_rate_threshold, rp.error_window, rp.min_error_rows
-                FROM retrain_policies AS rp
-                WHERE rp.model_name IN (a.model_name, 'default')
-                ORDER BY rp.model_name = a.model_name DESC
-                LIMIT 1) AS p),
         registered AS (
             INSERT INTO retrain_models (model_name)
             SELECT a.model_name FROM arrived AS a
@@ -548,89 +548,42 @@ BEGIN
             SELECT a.model_name, NULL, NULL,
                    ARRAY(SELECT n.id FROM inserted_rows AS n WHERE n.model_name = a.model_name),
                    a.scored, a.correct
-            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows),
-        -- The rolling error window (kept even while the policy is disabled):
-        -- append the statement's newest outcomes, keep the newest
-        -- error_window. The model lock is taken first, as in every trigger
-        -- path, so writers of one model queue instead of deadlocking.
-        windowed AS (
-            INSERT INTO retrain_error_windows AS w (model_name, row_ids, is_error)
-            SELECT p.model_name, o.ids, o.errs
-            -- Sorted before the lateral takes the locks: one lock order for
-            -- every statement, whatever models it writes.
-            FROM (SELECT * FROM policy ORDER BY model_name) AS p
-            CROSS JOIN LATERAL (
-                SELECT array_agg(s.id ORDER BY s.id) AS ids,
-                       array_agg(s.is_error ORDER BY s.id) AS errs,
-                       pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p.model_name, 0)) AS locked
-                FROM (-- All rows scored, ids contiguous (a single-writer load):
-                      -- the newest are the top of the id range, read by key.
-                      SELECT t.id, t.label <> t.prediction AS is_error
-                      FROM training_data AS t
-                      WHERE p.scored = p.n_rows AND p.hi_id - p.lo_id + 1 = p.n_rows
-                        AND t.id BETWEEN greatest(p.lo_id, p.hi_id - p.error_window + 1)
-                                     AND p.hi_id
-                      UNION ALL
-                      (SELECT n.id, n.label <> n.prediction AS is_error
-                       FROM inserted_rows AS n
-                       WHERE NOT (p.scored = p.n_rows AND p.hi_id - p.lo_id + 1 = p.n_rows)
-                         AND n.model_name = p.model_name
-                         AND n.label IS NOT NULL AND n.prediction IS NOT NULL
-                       ORDER BY n.id DESC
-                       LIMIT p.error_window)) AS s) AS o
-            WHERE p.scored > 0
-            ON CONFLICT (model_name) DO UPDATE
-            SET row_ids = (w.row_ids || excluded.row_ids)[
-                    greatest(1, cardinality(w.row_ids) + cardinality(excluded.row_ids)
-                                - (SELECT p2.error_window FROM policy AS p2
-                                   WHERE p2.model_name = excluded.model_name) + 1):],
-                is_error = (w.is_error || excluded.is_error)[
-                    greatest(1, cardinality(w.is_error) + cardinality(excluded.is_error)
-                                - (SELECT p2.error_window FROM policy AS p2
-                                   WHERE p2.model_name = excluded.model_name) + 1):]
-            RETURNING w.model_name, cardinality(w.is_error) AS window_rows,
-                      cardinality(array_positions(w.is_error, true)) AS window_errors,
-                      w.row_ids[cardinality(w.row_ids)] AS newest_scored)
-        SELECT p.*, coalesce(w.window_rows, 0) AS window_rows,
-               coalesce(w.window_errors, 0) AS window_errors, w.newest_scored
-        FROM policy AS p
-        LEFT JOIN windowed AS w USING (model_name)
-        WHERE p.enabled
-          AND (p.max_error_rate > p.error_rate_threshold
-               OR (w.window_rows >= p.min_error_rows
-                   AND w.window_errors::double precision / w.window_rows > p.error_rate_threshold))
-        ORDER BY p.model_name
+            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows)
+        SELECT a.model_name, a.max_error_rate, a.newest_scored,
+               coalesce(p.error_rate_threshold, d.error_rate_threshold) AS threshold,
+               -- A wrong prediction, or a due look at the window.
+               a.scored > a.correct OR (coalesce(r.error_check_due, false) AND a.scored > 0)
+                   AS check_window
+        FROM arrived AS a
+        JOIN retrain_policies AS d ON d.model_name = 'default'
+        LEFT JOIN retrain_policies AS p ON p.model_name = a.model_name
+        LEFT JOIN retrain_models AS r ON r.model_name = a.model_name
+        WHERE coalesce(p.enabled, d.enabled)
+          AND (a.max_error_rate > coalesce(p.error_rate_threshold, d.error_rate_threshold)
+               OR a.scored > a.correct
+               OR (coalesce(r.error_check_due, false) AND a.scored > 0))
+        -- One lock order for every statement, whatever models it writes.
+        ORDER BY a.model_name
     LOOP
-        v_observed := '{}';
         v_over := 0;
-        IF m.max_error_rate > m.error_rate_threshold THEN
+        v_row_id := NULL;
+        IF m.max_error_rate > m.threshold THEN
             -- How many rows, and the first with the highest error_rate.
             SELECT count(*), min(n.id) FILTER (WHERE n.error_rate = m.max_error_rate)
             INTO v_over, v_row_id
             FROM inserted_rows AS n
-            WHERE n.model_name = m.model_name AND n.error_rate > m.error_rate_threshold;
-            v_observed := jsonb_build_object(
-                'error_rate', m.max_error_rate, 'threshold', m.error_rate_threshold,
-                'row_id', v_row_id);
+            WHERE n.model_name = m.model_name AND n.error_rate > m.threshold;
         END IF;
-        IF m.window_rows >= m.min_error_rows
-           AND m.window_errors::double precision / m.window_rows > m.error_rate_threshold THEN
-            v_observed := v_observed || jsonb_build_object(
-                'rolling_error_rate', m.window_errors::double precision / m.window_rows,
-                'window_rows', m.window_rows,
-                'threshold', m.error_rate_threshold,
-                'newest_row_id', m.newest_scored);
-            v_over := greatest(v_over, 1);
-        END IF;
-        PERFORM record_retrain_event(m.model_name,
-                                     jsonb_build_object('error_rate', v_observed), v_over);
+        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id, v_over,
+                                            m.check_window, m.newest_scored);
     END LOOP;
     RETURN NULL;
 END;
 $$;
 
 -- Statement-level on UPDATE: a row fires when its error_rate, label or
--- prediction changed; a label that arrives later enters the rolling window.
+-- prediction changed. A label that arrives later, or a corrected one, is in
+-- the rolling window from then on (it reads the rows as they are now).
 CREATE FUNCTION training_data_after_update()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -673,17 +626,11 @@ BEGIN
         )
         SELECT c.model_name,
                max(c.error_rate) AS max_error_rate,
-               coalesce(array_agg(c.id ORDER BY c.id)
-                        FILTER (WHERE c.is_scored AND NOT c.was_scored), '{}') AS new_ids,
-               coalesce(array_agg(c.is_error ORDER BY c.id)
-                        FILTER (WHERE c.is_scored AND NOT c.was_scored), '{}') AS new_errors,
-               -- Rows scored before: their outcome now (NULL = left the window).
-               coalesce(array_agg(c.id ORDER BY c.id)
-                        FILTER (WHERE c.was_scored
-                                AND c.is_error IS DISTINCT FROM c.was_error), '{}') AS changed_ids,
-               coalesce(array_agg(c.is_error ORDER BY c.id)
-                        FILTER (WHERE c.was_scored
-                                AND c.is_error IS DISTINCT FROM c.was_error), '{}') AS changed_errors,
+               -- Rows that entered or left the window, or whose outcome
+               -- changed: the rolling error rate may have risen.
+               bool_or(c.is_scored IS DISTINCT FROM c.was_scored
+                       OR c.is_error IS DISTINCT FROM c.was_error) AS window_changed,
+               max(c.id) FILTER (WHERE c.is_scored OR c.was_scored) AS newest_scored,
                -- For the drift monitor's accuracy: labelled and correct rows
                -- gained or lost since the baseline.
                coalesce(sum(c.is_scored::int - c.was_scored::int)
@@ -710,8 +657,8 @@ BEGIN
                    OR n.label IS DISTINCT FROM o.label
                    OR n.prediction IS DISTINCT FROM o.prediction);
         END IF;
-        PERFORM retrain_check_training_rows(m.model_name, v_over, m.max_error_rate, v_row_id,
-                                    m.new_ids, m.new_errors, m.changed_ids, m.changed_errors);
+        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id, v_over,
+                                            m.window_changed, m.newest_scored);
         IF m.scored_delta <> 0 OR m.correct_delta <> 0 THEN
             INSERT INTO drift_inbox (model_name, scored, correct)
             VALUES (m.model_name, m.scored_delta, m.correct_delta);
@@ -853,14 +800,19 @@ CREATE TRIGGER model_metrics_check_updated
 -- retrain_events and retrain_policies bookkeeping
 -- ---------------------------------------------------------------------------
 
--- The rolling error window counts rows since the last successful retrain.
+-- The rolling error window counts rows added since the last successful
+-- retrain.
 CREATE FUNCTION retrain_events_after_success()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    DELETE FROM retrain_error_windows WHERE model_name = NEW.model_name;
+    PERFORM retrain_lock_model(NEW.model_name);
+    UPDATE retrain_models
+    SET error_window_after = coalesce((SELECT max(id) FROM training_data), 0),
+        error_check_due = false
+    WHERE model_name = NEW.model_name;
     RETURN NULL;
 END;
 $$;
@@ -1036,7 +988,6 @@ CREATE TABLE drift_bins (
 );
 
 CREATE TABLE drift_inbox (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model_name  text NOT NULL,
     lo_id       bigint,     -- rows lo_id..hi_id, all of them this statement's
     hi_id       bigint,

@@ -56,7 +56,9 @@ def test_etl_role_fires_checks_through_insert_update_and_copy(conn, etl_conn):
         "SELECT check_retrain_schedules()",
         "SELECT record_retrain_event('m', '{\"manual\": {}}'::jsonb)",
         "DELETE FROM training_data",
-        "SELECT * FROM retrain_error_windows",
+        "SELECT * FROM retrain_models",
+        "UPDATE retrain_models SET error_check_due = true",
+        "INSERT INTO drift_inbox (model_name, lo_id, hi_id) VALUES ('m', 1, 1000)",
     ],
 )
 def test_etl_role_cannot_reach_the_queue_or_policies(conn, etl_conn, statement):
