@@ -117,18 +117,25 @@ INSERT INTO retrain_policies (model_name) VALUES ('default');
 -- The queue and audit log
 -- ---------------------------------------------------------------------------
 
+-- An event's reason and status are text checked by a domain: a domain's
+-- CHECK is prepared once per session, where a table's CHECK is read again by
+-- every statement that writes the table (it was a third of the cost of
+-- extending a pending event).
+CREATE DOMAIN retrain_event_reason AS text
+    CONSTRAINT reason_is_known CHECK (VALUE IN (
+        'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+        'drift', 'schedule', 'manual'));
+CREATE DOMAIN retrain_event_status AS text
+    CONSTRAINT status_is_known CHECK (VALUE IN (
+        'pending', 'running', 'succeeded', 'failed', 'cancelled'));
+
 CREATE TABLE retrain_events (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model_name         text NOT NULL,
-    reason             text NOT NULL
-        CONSTRAINT reason_is_known CHECK (reason IN (
-            'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
-            'drift', 'schedule', 'manual')),
+    reason             retrain_event_reason NOT NULL,
     reasons            text[] NOT NULL,
     details            jsonb NOT NULL DEFAULT '{}',
-    status             text NOT NULL DEFAULT 'pending'
-        CONSTRAINT status_is_known CHECK (status IN (
-            'pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    status             retrain_event_status NOT NULL DEFAULT 'pending',
     created_at         timestamptz NOT NULL DEFAULT now(),
     run_after          timestamptz NOT NULL DEFAULT now(),
     started_at         timestamptz,
@@ -192,17 +199,15 @@ CREATE TABLE retrain_schedule_periods (
 -- ---------------------------------------------------------------------------
 
 -- Every trigger path takes its model's lock before any other per-model row
--- (the pending event, the error window), so concurrent writers of one model
+-- (the pending event, retrain_models), so concurrent writers of one model
 -- queue instead of deadlocking. Held to the end of the transaction, and only
--- by writers that fire something or score rows.
+-- by writers that may fire something.
 CREATE FUNCTION retrain_lock_model(p_model_name text)
 RETURNS void
-LANGUAGE plpgsql
-SET search_path FROM CURRENT
+LANGUAGE sql
+-- No search_path of its own, so that it is inlined: it touches no table.
 AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0));
-END;
+    SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
 $$;
 
 -- The policy that applies to a model: its own row, else the default row.
@@ -278,8 +283,8 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    v_reason     text;
     v_reasons    text[];
-    v_details    jsonb;
     v_manual     boolean;
     v_cooldown   interval;
     v_last_end   timestamptz;
@@ -289,31 +294,56 @@ DECLARE
 BEGIN
     PERFORM retrain_lock_model(p_model_name);
 
-    SELECT array_agg(key ORDER BY retrain_reason_rank(key)),
-           jsonb_object_agg(key, jsonb_build_object(
-               'first', value, 'latest', value, 'count', p_firings))
-    INTO v_reasons, v_details
-    FROM jsonb_each(p_observed);
-
-    IF v_reasons IS NULL THEN
+    -- Almost every firing has one reason, read without a query.
+    v_reason := jsonb_path_query_first(p_observed, '$.keyvalue().key') #>> '{}';
+    IF v_reason IS NOT NULL AND p_observed - v_reason = '{}' THEN
+        v_reasons := ARRAY[v_reason];
+    ELSE
+        -- In SPEC order; an unknown reason sorts last, with no rank.
+        v_reasons := ARRAY(SELECT r FROM jsonb_object_keys(p_observed) AS r
+                           ORDER BY retrain_reason_rank(r));
+        v_reason := NULL;
+    END IF;
+    IF cardinality(v_reasons) = 0 THEN
         RETURN NULL;
     END IF;
-    IF EXISTS (SELECT FROM unnest(v_reasons) r WHERE retrain_reason_rank(r) IS NULL) THEN
+    IF retrain_reason_rank(v_reasons[cardinality(v_reasons)]) IS NULL THEN
         RAISE EXCEPTION 'unknown retrain reason in %', v_reasons
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_manual := 'manual' = ANY (v_reasons);
 
     -- Most firings extend the pending event: try that first (extending
-    -- keeps run_after, so no cooldown lookup is needed).
-    UPDATE retrain_events AS e
-    SET reasons = e.reasons || ARRAY(
-            SELECT r FROM unnest(v_reasons) WITH ORDINALITY AS u(r, i)
-            WHERE r <> ALL (e.reasons) ORDER BY i),
-        details = retrain_merge_details(e.details, v_details),
-        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
-    WHERE e.model_name = p_model_name AND e.status = 'pending'
-    RETURNING e.id, e.reasons INTO v_id, v_all;
+    -- keeps run_after, so no cooldown lookup is needed). Per reason, details
+    -- keep the first and the latest observation and a count. One reason
+    -- needs no subquery.
+    IF v_reason IS NOT NULL THEN
+        UPDATE retrain_events AS e
+        SET reasons = CASE WHEN v_reason = ANY (e.reasons) THEN e.reasons
+                           ELSE e.reasons || v_reason END,
+            details = e.details || jsonb_build_object(v_reason, jsonb_build_object(
+                'first', coalesce(e.details -> v_reason -> 'first', p_observed -> v_reason),
+                'latest', p_observed -> v_reason,
+                'count', coalesce((e.details -> v_reason ->> 'count')::bigint, 0) + p_firings)),
+            run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+        WHERE e.model_name = p_model_name AND e.status = 'pending'
+        RETURNING e.id, e.reasons INTO v_id, v_all;
+    ELSE
+        UPDATE retrain_events AS e
+        SET reasons = e.reasons || ARRAY(
+                SELECT r FROM unnest(v_reasons) WITH ORDINALITY AS u(r, i)
+                WHERE r <> ALL (e.reasons) ORDER BY i),
+            details = e.details || (
+                SELECT jsonb_object_agg(o.key, jsonb_build_object(
+                           'first', coalesce(e.details -> o.key -> 'first', o.value),
+                           'latest', o.value,
+                           'count', coalesce((e.details -> o.key ->> 'count')::bigint, 0)
+                                    + p_firings))
+                FROM jsonb_each(p_observed) AS o),
+            run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+        WHERE e.model_name = p_model_name AND e.status = 'pending'
+        RETURNING e.id, e.reasons INTO v_id, v_all;
+    END IF;
     IF FOUND THEN
         PERFORM pg_notify('retrain_events', json_build_object(
             'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
@@ -333,7 +363,11 @@ BEGIN
     END IF;
 
     INSERT INTO retrain_events AS e (model_name, reason, reasons, details, run_after)
-    VALUES (p_model_name, v_reasons[1], v_reasons, v_details, v_run_after)
+    SELECT p_model_name, v_reasons[1], v_reasons,
+           jsonb_object_agg(o.key, jsonb_build_object(
+               'first', o.value, 'latest', o.value, 'count', p_firings)),
+           v_run_after
+    FROM jsonb_each(p_observed) AS o
     ON CONFLICT (model_name) WHERE status = 'pending' DO UPDATE
     SET reasons = e.reasons || ARRAY(
             SELECT r FROM unnest(excluded.reasons) WITH ORDINALITY AS u(r, i)
@@ -365,10 +399,11 @@ $$;
 -- training_data: error_rate (row value and rolling window)
 -- ---------------------------------------------------------------------------
 
--- The error_rate decision for one model, after a statement added or changed
--- some of its rows: p_max_error_rate is the highest error_rate they report
--- (p_max_error_row_id the first row reporting it, p_over_rows how many are
--- over the threshold).
+-- The error_rate decision for one model whose policy is enabled, after a
+-- statement added or changed some of its rows: p_max_error_rate is the
+-- highest error_rate they report (p_max_error_row_id the first row reporting
+-- it, p_over_rows how many are over the threshold). The callers pass the
+-- policy's values: they read them with the statement's rows.
 --
 -- The rolling error rate is read where it lives: the model's newest
 -- error_window rows with a label and a prediction, added since its last
@@ -376,12 +411,15 @@ $$;
 -- kept per inserted row, so a correct row costs the insert path nothing
 -- here. The callers pass p_check_window only when the rate may have risen
 -- (a statement brought a wrong prediction, or changed rows already scored)
--- or when the model's error_check_due is set: its window was over the
--- threshold at the last look, so every scored row looks again, as a correct
--- row can still fire (after a failed retrain, or on reaching
--- min_error_rows). p_newest_row_id is reported in details.
+-- or when the model's error_check_due is set, because a correct row can
+-- still make it fire: the window was over the threshold with fewer than
+-- min_error_rows rows, or a retrain failed since the last look.
+-- p_newest_row_id is reported in details.
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
+    p_threshold double precision,
+    p_error_window integer,
+    p_min_error_rows integer,
     p_max_error_rate double precision,
     p_max_error_row_id bigint,
     p_over_rows bigint,
@@ -392,7 +430,6 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_policy         retrain_policies := retrain_policy_for(p_model_name);
     v_window_after   bigint;
     v_due            boolean;
     v_window_rows    integer;
@@ -402,14 +439,10 @@ DECLARE
     v_observed       jsonb := '{}';
     v_firings        bigint := 0;
 BEGIN
-    IF NOT v_policy.enabled THEN
-        RETURN;
-    END IF;
-
-    IF p_max_error_rate > v_policy.error_rate_threshold THEN
+    IF p_max_error_rate > p_threshold THEN
         v_observed := jsonb_build_object(
             'error_rate', p_max_error_rate,
-            'threshold', v_policy.error_rate_threshold,
+            'threshold', p_threshold,
             'row_id', p_max_error_row_id);
         v_firings := p_over_rows;
     END IF;
@@ -430,19 +463,19 @@ BEGIN
                 AND t.label IS NOT NULL AND t.prediction IS NOT NULL
                 AND t.id > coalesce(v_window_after, 0)
               ORDER BY t.model_name DESC, t.id DESC
-              LIMIT v_policy.error_window) AS w;
+              LIMIT p_error_window) AS w;
         v_rate := v_window_errors::double precision / nullif(v_window_rows, 0);
 
-        IF v_window_rows >= v_policy.min_error_rows AND v_rate > v_policy.error_rate_threshold THEN
+        IF v_window_rows >= p_min_error_rows AND v_rate > p_threshold THEN
             v_observed := v_observed || jsonb_build_object(
                 'rolling_error_rate', v_rate,
                 'window_rows', v_window_rows,
-                'threshold', v_policy.error_rate_threshold,
+                'threshold', p_threshold,
                 'newest_row_id', p_newest_row_id);
             v_firings := greatest(v_firings, 1);
         END IF;
 
-        v_armed := coalesce(v_rate > v_policy.error_rate_threshold, false);
+        v_armed := coalesce(v_window_rows < p_min_error_rows AND v_rate > p_threshold, false);
         IF v_armed IS DISTINCT FROM v_due THEN
             UPDATE retrain_models SET error_check_due = v_armed
             WHERE model_name = p_model_name;
@@ -481,6 +514,8 @@ DECLARE
     v_more_rows   boolean;
     v_enabled     boolean;
     v_threshold   double precision;
+    v_window      integer;
+    v_min_rows    integer;
     v_known       boolean;
     v_due         boolean;
     v_scored      boolean;
@@ -492,9 +527,11 @@ BEGIN
            EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
            coalesce(p.enabled, d.enabled),
            coalesce(p.error_rate_threshold, d.error_rate_threshold),
+           coalesce(p.error_window, d.error_window),
+           coalesce(p.min_error_rows, d.min_error_rows),
            r.model_name IS NOT NULL, r.error_check_due
     INTO v_id, v_model_name, v_label, v_prediction, v_error_rate,
-         v_more_rows, v_enabled, v_threshold, v_known, v_due
+         v_more_rows, v_enabled, v_threshold, v_window, v_min_rows, v_known, v_due
     FROM inserted_rows AS n
     JOIN retrain_policies AS d ON d.model_name = 'default'
     LEFT JOIN retrain_policies AS p ON p.model_name = n.model_name
@@ -513,7 +550,7 @@ BEGIN
         IF v_enabled AND (v_error_rate > v_threshold OR v_label <> v_prediction
                           OR (v_due AND v_scored)) THEN
             PERFORM retrain_check_training_rows(
-                v_model_name, v_error_rate, v_id, 1,
+                v_model_name, v_threshold, v_window, v_min_rows, v_error_rate, v_id, 1,
                 v_label <> v_prediction OR (v_due AND v_scored),
                 CASE WHEN v_scored THEN v_id END);
         END IF;
@@ -551,6 +588,8 @@ BEGIN
             FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows)
         SELECT a.model_name, a.max_error_rate, a.newest_scored,
                coalesce(p.error_rate_threshold, d.error_rate_threshold) AS threshold,
+               coalesce(p.error_window, d.error_window) AS error_window,
+               coalesce(p.min_error_rows, d.min_error_rows) AS min_error_rows,
                -- A wrong prediction, or a due look at the window.
                a.scored > a.correct OR (coalesce(r.error_check_due, false) AND a.scored > 0)
                    AS check_window
@@ -574,8 +613,9 @@ BEGIN
             FROM inserted_rows AS n
             WHERE n.model_name = m.model_name AND n.error_rate > m.threshold;
         END IF;
-        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id, v_over,
-                                            m.check_window, m.newest_scored);
+        PERFORM retrain_check_training_rows(m.model_name, m.threshold, m.error_window,
+                                            m.min_error_rows, m.max_error_rate, v_row_id,
+                                            v_over, m.check_window, m.newest_scored);
     END LOOP;
     RETURN NULL;
 END;
@@ -593,7 +633,6 @@ SET jit = off
 AS $$
 DECLARE
     m         record;
-    v_policy  retrain_policies;
     v_over    bigint;
     v_row_id  bigint;
 BEGIN
@@ -622,43 +661,53 @@ BEGIN
             WHERE n.error_rate IS DISTINCT FROM o.error_rate
                OR n.label IS DISTINCT FROM o.label
                OR n.prediction IS DISTINCT FROM o.prediction
-               OR n.model_name IS DISTINCT FROM o.model_name
-        )
-        SELECT c.model_name,
-               max(c.error_rate) AS max_error_rate,
-               -- Rows that entered or left the window, or whose outcome
-               -- changed: the rolling error rate may have risen.
-               bool_or(c.is_scored IS DISTINCT FROM c.was_scored
-                       OR c.is_error IS DISTINCT FROM c.was_error) AS window_changed,
-               max(c.id) FILTER (WHERE c.is_scored OR c.was_scored) AS newest_scored,
-               -- For the drift monitor's accuracy: labelled and correct rows
-               -- gained or lost since the baseline.
-               coalesce(sum(c.is_scored::int - c.was_scored::int)
-                        FILTER (WHERE c.since_baseline), 0) AS scored_delta,
-               coalesce(sum((c.is_scored AND NOT c.is_error)::int
-                            - (c.was_scored AND NOT c.was_error)::int)
-                        FILTER (WHERE c.since_baseline), 0) AS correct_delta
-        FROM changed AS c
-        GROUP BY c.model_name
-        ORDER BY c.model_name
+               OR n.model_name IS DISTINCT FROM o.model_name),
+        per_model AS (
+            SELECT c.model_name,
+                   max(c.error_rate) AS max_error_rate,
+                   -- Rows that entered or left the window, or whose outcome
+                   -- changed: the rolling error rate may have risen.
+                   bool_or(c.is_scored IS DISTINCT FROM c.was_scored
+                           OR c.is_error IS DISTINCT FROM c.was_error) AS window_changed,
+                   max(c.id) FILTER (WHERE c.is_scored OR c.was_scored) AS newest_scored,
+                   -- For the drift monitor's accuracy: labelled and correct rows
+                   -- gained or lost since the baseline.
+                   coalesce(sum(c.is_scored::int - c.was_scored::int)
+                            FILTER (WHERE c.since_baseline), 0) AS scored_delta,
+                   coalesce(sum((c.is_scored AND NOT c.is_error)::int
+                                - (c.was_scored AND NOT c.was_error)::int)
+                            FILTER (WHERE c.since_baseline), 0) AS correct_delta
+            FROM changed AS c
+            GROUP BY c.model_name)
+        SELECT pm.*,
+               coalesce(p.enabled, d.enabled) AS enabled,
+               coalesce(p.error_rate_threshold, d.error_rate_threshold) AS threshold,
+               coalesce(p.error_window, d.error_window) AS error_window,
+               coalesce(p.min_error_rows, d.min_error_rows) AS min_error_rows
+        FROM per_model AS pm
+        JOIN retrain_policies AS d ON d.model_name = 'default'
+        LEFT JOIN retrain_policies AS p ON p.model_name = pm.model_name
+        ORDER BY pm.model_name
     LOOP
         INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
-        v_policy := retrain_policy_for(m.model_name);
         v_over := 0;
         v_row_id := NULL;
-        IF v_policy.enabled AND m.max_error_rate > v_policy.error_rate_threshold THEN
+        IF m.enabled AND m.max_error_rate > m.threshold THEN
             SELECT count(*), (array_agg(n.id ORDER BY n.error_rate DESC, n.id))[1]
             INTO v_over, v_row_id
             FROM updated_rows AS n
             JOIN old_rows AS o USING (id)
             WHERE n.model_name = m.model_name
-              AND n.error_rate > v_policy.error_rate_threshold
+              AND n.error_rate > m.threshold
               AND (n.error_rate IS DISTINCT FROM o.error_rate
                    OR n.label IS DISTINCT FROM o.label
                    OR n.prediction IS DISTINCT FROM o.prediction);
         END IF;
-        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id, v_over,
-                                            m.window_changed, m.newest_scored);
+        IF m.enabled THEN
+            PERFORM retrain_check_training_rows(m.model_name, m.threshold, m.error_window,
+                                                m.min_error_rows, m.max_error_rate, v_row_id,
+                                                v_over, m.window_changed, m.newest_scored);
+        END IF;
         IF m.scored_delta <> 0 OR m.correct_delta <> 0 THEN
             INSERT INTO drift_inbox (model_name, scored, correct)
             VALUES (m.model_name, m.scored_delta, m.correct_delta);
@@ -800,27 +849,35 @@ CREATE TRIGGER model_metrics_check_updated
 -- retrain_events and retrain_policies bookkeeping
 -- ---------------------------------------------------------------------------
 
--- The rolling error window counts rows added since the last successful
--- retrain.
-CREATE FUNCTION retrain_events_after_success()
+-- A finished retrain and the rolling error window: after a success the
+-- window restarts (rows added from now on); after a failure, or an event
+-- given up, the next scored row looks at it again, so a model that is still
+-- bad fires again.
+CREATE FUNCTION retrain_events_after_finish()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM retrain_lock_model(NEW.model_name);
-    UPDATE retrain_models
-    SET error_window_after = coalesce((SELECT max(id) FROM training_data), 0),
-        error_check_due = false
-    WHERE model_name = NEW.model_name;
+    IF NEW.status = 'succeeded' THEN
+        UPDATE retrain_models
+        SET error_window_after = coalesce((SELECT max(id) FROM training_data), 0),
+            error_check_due = false
+        WHERE model_name = NEW.model_name;
+    ELSE
+        UPDATE retrain_models SET error_check_due = true
+        WHERE model_name = NEW.model_name AND NOT error_check_due;
+    END IF;
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER retrain_events_reset_error_window
+CREATE TRIGGER retrain_events_finished
     AFTER UPDATE OF status ON retrain_events
-    FOR EACH ROW WHEN (NEW.status = 'succeeded' AND OLD.status IS DISTINCT FROM 'succeeded')
-    EXECUTE FUNCTION retrain_events_after_success();
+    FOR EACH ROW WHEN (NEW.status IN ('succeeded', 'failed', 'cancelled')
+                       AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION retrain_events_after_finish();
 
 CREATE FUNCTION retrain_policies_before_write()
 RETURNS trigger

@@ -370,3 +370,42 @@ def test_concurrent_scored_inserts_are_all_counted_in_the_window(conn, db_url, s
     event = pending_event(conn, "m")
     assert event is not None
     assert event["details"]["error_rate"]["latest"]["window_rows"] == 6
+
+
+def test_a_correct_row_reaching_min_error_rows_fires_on_the_single_row_path(conn, small_window):
+    insert_scored(conn, "m", [True] * 4)  # one statement per row
+    assert events(conn) == []
+    row = insert_row(conn, "m", label="a", prediction="a")  # 5th scored row, correct
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 5
+    assert detail["rolling_error_rate"] == pytest.approx(0.8)
+    assert detail["newest_row_id"] == row
+
+
+def test_only_wrong_predictions_extend_a_pending_window_event(conn, small_window):
+    # A correct prediction cannot raise the rate: it does not read the window.
+    insert_scored_batch(conn, "m", [True] * 10)
+    assert pending_event(conn, "m")["details"]["error_rate"]["count"] == 1
+    insert_scored(conn, "m", [False] * 3)
+    assert pending_event(conn, "m")["details"]["error_rate"]["count"] == 1
+    insert_scored(conn, "m", [True])
+    event = pending_event(conn, "m")
+    assert event["details"]["error_rate"]["count"] == 2
+    assert event["details"]["error_rate"]["latest"]["rolling_error_rate"] == pytest.approx(0.7)
+
+
+def test_a_cancelled_event_makes_the_next_scored_row_look_again(conn, small_window):
+    insert_scored_batch(conn, "m", [True] * 10)
+    cancel_pending(conn)
+    insert_scored(conn, "m", [False])  # correct, but the window is still 9/10 wrong
+    assert pending_event(conn, "m") is not None
+
+
+def test_rows_added_before_a_successful_retrain_stay_out_of_the_window(conn, small_window):
+    early = insert_row(conn, "m", prediction="b")  # not scored yet
+    finish_retrain(conn, "m")
+    insert_scored(conn, "m", [True] * 4)
+    conn.execute("UPDATE training_data SET label = 'a' WHERE id = %s", (early,))  # wrong
+    assert pending_event(conn, "m") is None  # 4 rows since the retrain, not 5
+    insert_scored(conn, "m", [True])
+    assert pending_event(conn, "m")["details"]["error_rate"]["first"]["window_rows"] == 5

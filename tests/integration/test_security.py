@@ -75,7 +75,7 @@ def test_trigger_functions_are_security_definer_with_a_fixed_search_path(conn):
     ).fetchall()
     assert rows
     # Pure SQL helpers that touch no table go without, so that they are inlined.
-    inlined = {"retrain_reason_rank"}
+    inlined = {"retrain_reason_rank", "retrain_lock_model"}
     for name, secdef, config in rows:
         if name in inlined:
             assert not secdef and not config, name

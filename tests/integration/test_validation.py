@@ -95,6 +95,20 @@ def test_bad_policy_values_name_the_column(conn):
     assert "min_accuracy_between_0_and_1" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("assignment", "rule"),
+    [("status = 'done'", "status_is_known"), ("reason = 'hunch'", "reason_is_known")],
+)
+def test_unknown_event_status_or_reason_is_rejected_naming_the_rule(conn, assignment, rule):
+    conn.execute("INSERT INTO retrain_events (model_name, reason, reasons) "
+                 "VALUES ('m', 'manual', '{manual}')")
+    with pytest.raises(psycopg.errors.CheckViolation) as err:
+        conn.execute(f"UPDATE retrain_events SET {assignment}")
+    assert rule in str(err.value)
+    assert conn.execute("SELECT status, reason FROM retrain_events").fetchone() == (
+        "pending", "manual")
+
+
 def test_default_policy_exists_with_spec_defaults_and_cannot_be_deleted(conn):
     row = conn.execute(
         "SELECT enabled, error_rate_threshold, min_accuracy, accuracy_drop_tolerance, "

@@ -119,3 +119,51 @@ def test_an_edited_frozen_file_stops_the_migration(tmp_path):
     frozen.write_text("SELECT 2;")
     with pytest.raises(RuntimeError, match="edited after its revision"):
         apply_frozen_sql(op=None, path=frozen, sha256=digest)
+
+
+def test_upgrading_keeps_each_models_error_window_and_events(empty_db_url):
+    # Revision 0011 replaced the kept error windows (retrain_error_windows)
+    # by reading training_data from retrain_models.error_window_after on;
+    # 0012 moved the events' status and reason checks into domains.
+    migrate.upgrade(empty_db_url, "0010_one_running_bounds")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        def scored(model, wrong):
+            return conn.execute(
+                "INSERT INTO training_data (model_name, features, label, prediction) "
+                "SELECT %s, '{}', 'a', CASE WHEN w THEN 'b' ELSE 'a' END "
+                "FROM unnest(%s::boolean[]) AS w RETURNING id", (model, wrong)).fetchall()
+
+        before_retrain = scored("kept", [False] * 3)
+        conn.execute(
+            "INSERT INTO retrain_events (model_name, reason, reasons, status) "
+            "VALUES ('kept', 'manual', '{manual}', 'running'), "
+            "('retrained', 'manual', '{manual}', 'running')")
+        scored("retrained", [True] * 3)
+        conn.execute("UPDATE retrain_events SET status = 'succeeded', finished_at = now()")
+        after_retrain = scored("kept", [True] * 2)
+        never = scored("never", [True])
+        conn.execute("INSERT INTO training_data (model_name, features) VALUES ('unscored', '{}')")
+        newest = conn.execute("SELECT max(id) FROM training_data").fetchone()[0]
+
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        starts = dict(conn.execute(
+            "SELECT model_name, error_window_after FROM retrain_models").fetchall())
+        statuses = conn.execute(
+            "SELECT status, reason FROM retrain_events ORDER BY id").fetchall()
+    # kept: its window held the two rows scored after the retrain.
+    assert starts["kept"] == after_retrain[0][0] - 1
+    assert starts["kept"] > before_retrain[-1][0]
+    # retrained: no window kept, so nothing scored since: after every row.
+    assert starts["retrained"] == newest
+    # never retrained: its window holds its one scored row; unscored: none.
+    assert starts["never"] == never[0][0] - 1
+    assert starts["unscored"] == 0
+    assert statuses == [("succeeded", "manual"), ("succeeded", "manual")]
+
+    migrate.downgrade(empty_db_url, "0010_one_running_bounds")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM retrain_events WHERE status = 'succeeded'").fetchone()[0] == 2
+        assert conn.execute(
+            "SELECT to_regclass('retrain_error_windows') IS NOT NULL").fetchone()[0]

@@ -1,0 +1,475 @@
+-- Frozen: reverts revision 0012_cheaper_firing. Never edit.
+
+DROP TRIGGER retrain_events_finished ON retrain_events;
+DROP FUNCTION retrain_events_after_finish();
+DROP FUNCTION retrain_check_training_rows(text, double precision, integer, integer,
+                                          double precision, bigint, bigint, boolean, bigint);
+CREATE FUNCTION retrain_check_training_rows(
+    p_model_name text,
+    p_max_error_rate double precision,
+    p_max_error_row_id bigint,
+    p_over_rows bigint,
+    p_check_window boolean,
+    p_newest_row_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_policy         retrain_policies := retrain_policy_for(p_model_name);
+    v_window_after   bigint;
+    v_due            boolean;
+    v_window_rows    integer;
+    v_window_errors  integer;
+    v_rate           double precision;
+    v_armed          boolean;
+    v_observed       jsonb := '{}';
+    v_firings        bigint := 0;
+BEGIN
+    IF NOT v_policy.enabled THEN
+        RETURN;
+    END IF;
+
+    IF p_max_error_rate > v_policy.error_rate_threshold THEN
+        v_observed := jsonb_build_object(
+            'error_rate', p_max_error_rate,
+            'threshold', v_policy.error_rate_threshold,
+            'row_id', p_max_error_row_id);
+        v_firings := p_over_rows;
+    END IF;
+
+    IF p_check_window THEN
+        -- The model lock first, then the window in a statement of its own:
+        -- it sees the rows of every writer that held the lock before us.
+        PERFORM retrain_lock_model(p_model_name);
+        SELECT r.error_window_after, r.error_check_due INTO v_window_after, v_due
+        FROM retrain_models AS r
+        WHERE r.model_name = p_model_name;
+
+        SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
+        INTO v_window_rows, v_window_errors
+        FROM (SELECT t.label, t.prediction
+              FROM training_data AS t
+              WHERE t.model_name = p_model_name
+                AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+                AND t.id > coalesce(v_window_after, 0)
+              ORDER BY t.model_name DESC, t.id DESC
+              LIMIT v_policy.error_window) AS w;
+        v_rate := v_window_errors::double precision / nullif(v_window_rows, 0);
+
+        IF v_window_rows >= v_policy.min_error_rows AND v_rate > v_policy.error_rate_threshold THEN
+            v_observed := v_observed || jsonb_build_object(
+                'rolling_error_rate', v_rate,
+                'window_rows', v_window_rows,
+                'threshold', v_policy.error_rate_threshold,
+                'newest_row_id', p_newest_row_id);
+            v_firings := greatest(v_firings, 1);
+        END IF;
+
+        v_armed := coalesce(v_rate > v_policy.error_rate_threshold, false);
+        IF v_armed IS DISTINCT FROM v_due THEN
+            UPDATE retrain_models SET error_check_due = v_armed
+            WHERE model_name = p_model_name;
+        END IF;
+    END IF;
+
+    IF v_firings > 0 THEN
+        PERFORM record_retrain_event(p_model_name,
+                                     jsonb_build_object('error_rate', v_observed),
+                                     v_firings);
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION training_data_after_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+-- The planner prices a 200k-row transition table high enough to JIT-compile
+-- the set-based statement, which costs far more than it saves on a write path.
+SET jit = off
+AS $$
+DECLARE
+    v_id          bigint;
+    v_model_name  text;
+    v_label       text;
+    v_prediction  text;
+    v_error_rate  double precision;
+    v_more_rows   boolean;
+    v_enabled     boolean;
+    v_threshold   double precision;
+    v_known       boolean;
+    v_due         boolean;
+    v_scored      boolean;
+    m             record;
+    v_over        bigint;
+    v_row_id      bigint;
+BEGIN
+    SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
+           EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
+           coalesce(p.enabled, d.enabled),
+           coalesce(p.error_rate_threshold, d.error_rate_threshold),
+           r.model_name IS NOT NULL, r.error_check_due
+    INTO v_id, v_model_name, v_label, v_prediction, v_error_rate,
+         v_more_rows, v_enabled, v_threshold, v_known, v_due
+    FROM inserted_rows AS n
+    JOIN retrain_policies AS d ON d.model_name = 'default'
+    LEFT JOIN retrain_policies AS p ON p.model_name = n.model_name
+    LEFT JOIN retrain_models AS r ON r.model_name = n.model_name
+    LIMIT 1;
+
+    IF NOT v_more_rows THEN
+        v_scored := v_label IS NOT NULL AND v_prediction IS NOT NULL;
+        -- Tells the drift monitor that the row arrived; commits with it.
+        INSERT INTO drift_inbox (model_name, lo_id, hi_id, scored, correct)
+        VALUES (v_model_name, v_id, v_id, v_scored::integer,
+                coalesce(v_label = v_prediction, false)::integer);
+        IF NOT v_known THEN
+            INSERT INTO retrain_models (model_name) VALUES (v_model_name) ON CONFLICT DO NOTHING;
+        END IF;
+        IF v_enabled AND (v_error_rate > v_threshold OR v_label <> v_prediction
+                          OR (v_due AND v_scored)) THEN
+            PERFORM retrain_check_training_rows(
+                v_model_name, v_error_rate, v_id, 1,
+                v_label <> v_prediction OR (v_due AND v_scored),
+                CASE WHEN v_scored THEN v_id END);
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    -- Any other statement: one set-based statement registers the models,
+    -- tells the drift monitor which rows arrived, and returns only the
+    -- models for which something may fire.
+    FOR m IN
+        WITH arrived AS (
+            SELECT n.model_name,
+                   max(n.error_rate) AS max_error_rate,
+                   count(*) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS scored,
+                   count(*) FILTER (WHERE n.label = n.prediction) AS correct,
+                   max(n.id) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS newest_scored,
+                   count(*) AS n_rows, min(n.id) AS lo_id, max(n.id) AS hi_id
+            FROM inserted_rows AS n
+            GROUP BY n.model_name),
+        registered AS (
+            INSERT INTO retrain_models (model_name)
+            SELECT a.model_name FROM arrived AS a
+            WHERE NOT EXISTS (SELECT FROM retrain_models AS r WHERE r.model_name = a.model_name)
+            ON CONFLICT DO NOTHING),
+        -- Arrivals for the drift monitor, committed with the rows: a range
+        -- when the ids are contiguous (any single-writer load), else the ids.
+        inbox AS (
+            INSERT INTO drift_inbox (model_name, lo_id, hi_id, row_ids, scored, correct)
+            SELECT a.model_name, a.lo_id, a.hi_id, NULL, a.scored, a.correct
+            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 = a.n_rows
+            UNION ALL
+            SELECT a.model_name, NULL, NULL,
+                   ARRAY(SELECT n.id FROM inserted_rows AS n WHERE n.model_name = a.model_name),
+                   a.scored, a.correct
+            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows)
+        SELECT a.model_name, a.max_error_rate, a.newest_scored,
+               coalesce(p.error_rate_threshold, d.error_rate_threshold) AS threshold,
+               -- A wrong prediction, or a due look at the window.
+               a.scored > a.correct OR (coalesce(r.error_check_due, false) AND a.scored > 0)
+                   AS check_window
+        FROM arrived AS a
+        JOIN retrain_policies AS d ON d.model_name = 'default'
+        LEFT JOIN retrain_policies AS p ON p.model_name = a.model_name
+        LEFT JOIN retrain_models AS r ON r.model_name = a.model_name
+        WHERE coalesce(p.enabled, d.enabled)
+          AND (a.max_error_rate > coalesce(p.error_rate_threshold, d.error_rate_threshold)
+               OR a.scored > a.correct
+               OR (coalesce(r.error_check_due, false) AND a.scored > 0))
+        -- One lock order for every statement, whatever models it writes.
+        ORDER BY a.model_name
+    LOOP
+        v_over := 0;
+        v_row_id := NULL;
+        IF m.max_error_rate > m.threshold THEN
+            -- How many rows, and the first with the highest error_rate.
+            SELECT count(*), min(n.id) FILTER (WHERE n.error_rate = m.max_error_rate)
+            INTO v_over, v_row_id
+            FROM inserted_rows AS n
+            WHERE n.model_name = m.model_name AND n.error_rate > m.threshold;
+        END IF;
+        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id, v_over,
+                                            m.check_window, m.newest_scored);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION training_data_after_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+SET jit = off
+AS $$
+DECLARE
+    m         record;
+    v_policy  retrain_policies;
+    v_over    bigint;
+    v_row_id  bigint;
+BEGIN
+    FOR m IN
+        WITH changed AS (
+            SELECT n.id, n.model_name, n.error_rate,
+                   (o.label IS NOT NULL AND o.prediction IS NOT NULL) AS was_scored,
+                   (n.label IS NOT NULL AND n.prediction IS NOT NULL) AS is_scored,
+                   n.label <> n.prediction AS is_error,
+                   o.label <> o.prediction AS was_error,
+                   -- Counted by the monitor since the baseline: newer than
+                   -- it, or committed after it with an older id (its
+                   -- arrival still in the inbox, or already recorded late).
+                   (SELECT n.id > d.max_row_id
+                           OR EXISTS (SELECT FROM drift_inbox AS i
+                                      WHERE i.model_name = n.model_name
+                                        AND (n.id BETWEEN i.lo_id AND i.hi_id
+                                             OR n.id = ANY (i.row_ids)))
+                           OR EXISTS (SELECT FROM drift_late_rows AS l
+                                      WHERE l.model_name = n.model_name
+                                        AND n.id BETWEEN l.lo_id AND l.hi_id)
+                    FROM drift_baselines AS d
+                    WHERE d.model_name = n.model_name) AS since_baseline
+            FROM updated_rows AS n
+            JOIN old_rows AS o USING (id)
+            WHERE n.error_rate IS DISTINCT FROM o.error_rate
+               OR n.label IS DISTINCT FROM o.label
+               OR n.prediction IS DISTINCT FROM o.prediction
+               OR n.model_name IS DISTINCT FROM o.model_name
+        )
+        SELECT c.model_name,
+               max(c.error_rate) AS max_error_rate,
+               -- Rows that entered or left the window, or whose outcome
+               -- changed: the rolling error rate may have risen.
+               bool_or(c.is_scored IS DISTINCT FROM c.was_scored
+                       OR c.is_error IS DISTINCT FROM c.was_error) AS window_changed,
+               max(c.id) FILTER (WHERE c.is_scored OR c.was_scored) AS newest_scored,
+               -- For the drift monitor's accuracy: labelled and correct rows
+               -- gained or lost since the baseline.
+               coalesce(sum(c.is_scored::int - c.was_scored::int)
+                        FILTER (WHERE c.since_baseline), 0) AS scored_delta,
+               coalesce(sum((c.is_scored AND NOT c.is_error)::int
+                            - (c.was_scored AND NOT c.was_error)::int)
+                        FILTER (WHERE c.since_baseline), 0) AS correct_delta
+        FROM changed AS c
+        GROUP BY c.model_name
+        ORDER BY c.model_name
+    LOOP
+        INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
+        v_policy := retrain_policy_for(m.model_name);
+        v_over := 0;
+        v_row_id := NULL;
+        IF v_policy.enabled AND m.max_error_rate > v_policy.error_rate_threshold THEN
+            SELECT count(*), (array_agg(n.id ORDER BY n.error_rate DESC, n.id))[1]
+            INTO v_over, v_row_id
+            FROM updated_rows AS n
+            JOIN old_rows AS o USING (id)
+            WHERE n.model_name = m.model_name
+              AND n.error_rate > v_policy.error_rate_threshold
+              AND (n.error_rate IS DISTINCT FROM o.error_rate
+                   OR n.label IS DISTINCT FROM o.label
+                   OR n.prediction IS DISTINCT FROM o.prediction);
+        END IF;
+        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id, v_over,
+                                            m.window_changed, m.newest_scored);
+        IF m.scored_delta <> 0 OR m.correct_delta <> 0 THEN
+            INSERT INTO drift_inbox (model_name, scored, correct)
+            VALUES (m.model_name, m.scored_delta, m.correct_delta);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION record_retrain_event(
+    p_model_name text,
+    p_observed jsonb,
+    p_firings bigint DEFAULT 1)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_reasons    text[];
+    v_details    jsonb;
+    v_manual     boolean;
+    v_cooldown   interval;
+    v_last_end   timestamptz;
+    v_run_after  timestamptz := now();
+    v_id         bigint;
+    v_all        text[];
+BEGIN
+    PERFORM retrain_lock_model(p_model_name);
+
+    SELECT array_agg(key ORDER BY retrain_reason_rank(key)),
+           jsonb_object_agg(key, jsonb_build_object(
+               'first', value, 'latest', value, 'count', p_firings))
+    INTO v_reasons, v_details
+    FROM jsonb_each(p_observed);
+
+    IF v_reasons IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM unnest(v_reasons) r WHERE retrain_reason_rank(r) IS NULL) THEN
+        RAISE EXCEPTION 'unknown retrain reason in %', v_reasons
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_manual := 'manual' = ANY (v_reasons);
+
+    -- Most firings extend the pending event: try that first (extending
+    -- keeps run_after, so no cooldown lookup is needed).
+    UPDATE retrain_events AS e
+    SET reasons = e.reasons || ARRAY(
+            SELECT r FROM unnest(v_reasons) WITH ORDINALITY AS u(r, i)
+            WHERE r <> ALL (e.reasons) ORDER BY i),
+        details = retrain_merge_details(e.details, v_details),
+        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    WHERE e.model_name = p_model_name AND e.status = 'pending'
+    RETURNING e.id, e.reasons INTO v_id, v_all;
+    IF FOUND THEN
+        PERFORM pg_notify('retrain_events', json_build_object(
+            'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
+        RETURN v_id;
+    END IF;
+
+    -- Cooldown: defer after the model's last finished retrain. A manual
+    -- request skips it.
+    IF NOT v_manual THEN
+        v_cooldown := (retrain_policy_for(p_model_name)).cooldown;
+        SELECT max(finished_at) INTO v_last_end
+        FROM retrain_events
+        WHERE model_name = p_model_name AND status IN ('succeeded', 'failed');
+        IF v_last_end + v_cooldown > now() THEN
+            v_run_after := v_last_end + v_cooldown;
+        END IF;
+    END IF;
+
+    INSERT INTO retrain_events AS e (model_name, reason, reasons, details, run_after)
+    VALUES (p_model_name, v_reasons[1], v_reasons, v_details, v_run_after)
+    ON CONFLICT (model_name) WHERE status = 'pending' DO UPDATE
+    SET reasons = e.reasons || ARRAY(
+            SELECT r FROM unnest(excluded.reasons) WITH ORDINALITY AS u(r, i)
+            WHERE r <> ALL (e.reasons) ORDER BY i),
+        details = retrain_merge_details(e.details, excluded.details),
+        -- Extending keeps run_after, except that a manual request is due now.
+        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    RETURNING e.id, e.reasons INTO v_id, v_all;
+
+    INSERT INTO retrain_models (model_name) VALUES (p_model_name) ON CONFLICT DO NOTHING;
+
+    PERFORM pg_notify('retrain_events', json_build_object(
+        'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
+    RETURN v_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION retrain_lock_model(p_model_name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0));
+END;
+$$;
+
+CREATE TEMP TABLE model_status_grants_0012 ON COMMIT DROP AS
+SELECT a.grantee, a.privilege_type, a.is_grantable
+FROM pg_class AS c, aclexplode(c.relacl) AS a
+WHERE c.oid = 'model_status'::regclass AND a.grantee <> c.relowner;
+DROP VIEW model_status;
+
+ALTER TABLE retrain_events
+    ALTER COLUMN reason TYPE text,
+    ALTER COLUMN status DROP DEFAULT,
+    ALTER COLUMN status TYPE text,
+    ALTER COLUMN status SET DEFAULT 'pending',
+    ADD CONSTRAINT reason_is_known CHECK (reason IN (
+            'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+            'drift', 'schedule', 'manual')),
+    ADD CONSTRAINT status_is_known CHECK (status IN (
+            'pending', 'running', 'succeeded', 'failed', 'cancelled'));
+
+CREATE VIEW model_status AS
+SELECT m.model_name,
+       champion.model_version       AS champion_version,
+       champion.accuracy            AS champion_accuracy,
+       champion.finished_at         AS champion_trained_at,
+       latest_accuracy.accuracy     AS latest_accuracy,
+       latest_accuracy.recorded_at  AS latest_accuracy_at,
+       latest_drift.drift_score     AS latest_drift_score,
+       latest_drift.recorded_at     AS latest_drift_at,
+       last_retrain.id              AS last_retrain_event_id,
+       last_retrain.status          AS last_retrain_status,
+       last_retrain.finished_at     AS last_retrain_at,
+       running.id                   AS running_event_id,
+       pending.id                   AS pending_event_id,
+       pending.reasons              AS pending_reasons,
+       pending.run_after            AS pending_run_after
+FROM (SELECT model_name FROM retrain_models
+      UNION
+      SELECT model_name FROM retrain_policies WHERE model_name <> 'default') AS m
+LEFT JOIN LATERAL (
+    SELECT ev.model_version, ev.accuracy, ev.finished_at
+    FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'succeeded' AND ev.promoted
+    ORDER BY ev.finished_at DESC LIMIT 1) AS champion ON true
+LEFT JOIN LATERAL (
+    SELECT mm.accuracy, mm.recorded_at
+    FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.accuracy IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_accuracy ON true
+LEFT JOIN LATERAL (
+    SELECT mm.drift_score, mm.recorded_at
+    FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.drift_score IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_drift ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id, ev.status, ev.finished_at
+    FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status IN ('succeeded', 'failed')
+    ORDER BY ev.finished_at DESC LIMIT 1) AS last_retrain ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'running'
+    ORDER BY ev.id LIMIT 1) AS running ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id, ev.reasons, ev.run_after FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'pending') AS pending ON true;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM model_status_grants_0012 LOOP
+        EXECUTE format('GRANT %s ON model_status TO %s%s', g.privilege_type,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+                       CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION retrain_events_after_success()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM retrain_lock_model(NEW.model_name);
+    UPDATE retrain_models
+    SET error_window_after = coalesce((SELECT max(id) FROM training_data), 0),
+        error_check_due = false
+    WHERE model_name = NEW.model_name;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER retrain_events_reset_error_window
+    AFTER UPDATE OF status ON retrain_events
+    FOR EACH ROW WHEN (NEW.status = 'succeeded' AND OLD.status IS DISTINCT FROM 'succeeded')
+    EXECUTE FUNCTION retrain_events_after_success();
+
+DROP DOMAIN retrain_event_status;
+DROP DOMAIN retrain_event_reason;
