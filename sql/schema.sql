@@ -149,7 +149,11 @@ CREATE TABLE retrain_events (
     accuracy           double precision,
     champion_accuracy  double precision,
     promoted           boolean,
-    rows_used          integer
+    rows_used          integer,
+    -- Set when the event succeeds: the newest training_data id then. The
+    -- model's rolling error window counts rows above it (see
+    -- retrain_check_training_rows).
+    error_window_after bigint
 );
 
 -- One pending event per model, enforced by the database: concurrent
@@ -174,15 +178,13 @@ CREATE INDEX retrain_events_model_id_idx ON retrain_events (model_name, id);
 -- ---------------------------------------------------------------------------
 
 -- Every model the system has seen (training rows, metrics, policies), so
--- that schedules and model_status never scan training_data for names. Also
--- where the rolling error window starts: rows with ids above
--- error_window_after (moved by each successful retrain), and whether the
--- next scored row must look at the window even if it is a correct one.
+-- that schedules and model_status never scan training_data for names; and
+-- whether the model's next scored row must look at its rolling error window
+-- even if it is a correct one (see retrain_check_training_rows).
 CREATE TABLE retrain_models (
-    model_name          text PRIMARY KEY,
-    first_seen_at       timestamptz NOT NULL DEFAULT now(),
-    error_window_after  bigint NOT NULL DEFAULT 0,
-    error_check_due     boolean NOT NULL DEFAULT false
+    model_name       text PRIMARY KEY,
+    first_seen_at    timestamptz NOT NULL DEFAULT now(),
+    error_check_due  boolean NOT NULL DEFAULT false
 );
 
 -- Schedule periods already fired, so that concurrent schedule checks record
@@ -198,10 +200,12 @@ CREATE TABLE retrain_schedule_periods (
 -- Recording an event
 -- ---------------------------------------------------------------------------
 
--- Every trigger path takes its model's lock before any other per-model row
--- (the pending event, retrain_models), so concurrent writers of one model
--- queue instead of deadlocking. Held to the end of the transaction, and only
--- by writers that may fire something.
+-- Writers that may fire something take their model's lock before any
+-- per-model row (its pending event, its retrain_models row), so concurrent
+-- writers of one model queue instead of deadlocking. Held to the end of the
+-- transaction. Finishing a retrain locks only its event's row. Models are
+-- registered only after a plain look finds them missing, so a writer never
+-- waits on a retrain_models row that another transaction is updating.
 CREATE FUNCTION retrain_lock_model(p_model_name text)
 RETURNS void
 LANGUAGE sql
@@ -377,7 +381,9 @@ BEGIN
         run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
     RETURNING e.id, e.reasons INTO v_id, v_all;
 
-    INSERT INTO retrain_models (model_name) VALUES (p_model_name) ON CONFLICT DO NOTHING;
+    IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = p_model_name) THEN
+        INSERT INTO retrain_models (model_name) VALUES (p_model_name) ON CONFLICT DO NOTHING;
+    END IF;
 
     PERFORM pg_notify('retrain_events', json_build_object(
         'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
@@ -413,7 +419,7 @@ $$;
 -- (a statement brought a wrong prediction, or changed rows already scored)
 -- or when the model's error_check_due is set, because a correct row can
 -- still make it fire: the window was over the threshold with fewer than
--- min_error_rows rows, or a retrain failed since the last look.
+-- min_error_rows rows, or the model's policy changed since the last look.
 -- p_newest_row_id is reported in details.
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
@@ -451,9 +457,15 @@ BEGIN
         -- The model lock first, then the window in a statement of its own:
         -- it sees the rows of every writer that held the lock before us.
         PERFORM retrain_lock_model(p_model_name);
-        SELECT r.error_window_after, r.error_check_due INTO v_window_after, v_due
+        SELECT r.error_check_due INTO v_due
         FROM retrain_models AS r
         WHERE r.model_name = p_model_name;
+        -- Since the model's last successful retrain.
+        SELECT e.error_window_after INTO v_window_after
+        FROM retrain_events AS e
+        WHERE e.model_name = p_model_name AND e.status = 'succeeded'
+        ORDER BY e.id DESC
+        LIMIT 1;
 
         SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
         INTO v_window_rows, v_window_errors
@@ -476,16 +488,18 @@ BEGIN
         END IF;
 
         v_armed := coalesce(v_window_rows < p_min_error_rows AND v_rate > p_threshold, false);
-        IF v_armed IS DISTINCT FROM v_due THEN
-            UPDATE retrain_models SET error_check_due = v_armed
-            WHERE model_name = p_model_name;
-        END IF;
     END IF;
 
     IF v_firings > 0 THEN
         PERFORM record_retrain_event(p_model_name,
                                      jsonb_build_object('error_rate', v_observed),
                                      v_firings);
+    END IF;
+    -- After the event: its row is locked before the model's (see
+    -- retrain_lock_model).
+    IF v_armed IS DISTINCT FROM v_due THEN
+        UPDATE retrain_models SET error_check_due = v_armed
+        WHERE model_name = p_model_name;
     END IF;
 END;
 $$;
@@ -689,7 +703,9 @@ BEGIN
         LEFT JOIN retrain_policies AS p ON p.model_name = pm.model_name
         ORDER BY pm.model_name
     LOOP
-        INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
+        IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = m.model_name) THEN
+            INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
+        END IF;
         v_over := 0;
         v_row_id := NULL;
         IF m.enabled AND m.max_error_rate > m.threshold THEN
@@ -748,7 +764,9 @@ DECLARE
     v_accuracy        double precision := NEW.accuracy;
     v_accuracy_row    bigint := NEW.id;
 BEGIN
-    INSERT INTO retrain_models (model_name) VALUES (NEW.model_name) ON CONFLICT DO NOTHING;
+    IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = NEW.model_name) THEN
+        INSERT INTO retrain_models (model_name) VALUES (NEW.model_name) ON CONFLICT DO NOTHING;
+    END IF;
     v_policy := retrain_policy_for(NEW.model_name);
     IF NOT v_policy.enabled THEN
         RETURN NULL;
@@ -849,35 +867,27 @@ CREATE TRIGGER model_metrics_check_updated
 -- retrain_events and retrain_policies bookkeeping
 -- ---------------------------------------------------------------------------
 
--- A finished retrain and the rolling error window: after a success the
--- window restarts (rows added from now on); after a failure, or an event
--- given up, the next scored row looks at it again, so a model that is still
--- bad fires again.
-CREATE FUNCTION retrain_events_after_finish()
+-- A successful retrain restarts the rolling error window: rows above the
+-- newest training_data id now count from here on. Kept on the event row
+-- itself, so that finishing a retrain touches no other row (and takes no
+-- lock a writer of the model could be waiting behind).
+CREATE FUNCTION retrain_events_before_success()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    PERFORM retrain_lock_model(NEW.model_name);
-    IF NEW.status = 'succeeded' THEN
-        UPDATE retrain_models
-        SET error_window_after = coalesce((SELECT max(id) FROM training_data), 0),
-            error_check_due = false
-        WHERE model_name = NEW.model_name;
-    ELSE
-        UPDATE retrain_models SET error_check_due = true
-        WHERE model_name = NEW.model_name AND NOT error_check_due;
+    IF TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'succeeded' THEN
+        NEW.error_window_after := coalesce((SELECT max(id) FROM training_data), 0);
     END IF;
-    RETURN NULL;
+    RETURN NEW;
 END;
 $$;
 
-CREATE TRIGGER retrain_events_finished
-    AFTER UPDATE OF status ON retrain_events
-    FOR EACH ROW WHEN (NEW.status IN ('succeeded', 'failed', 'cancelled')
-                       AND OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION retrain_events_after_finish();
+CREATE TRIGGER retrain_events_succeeded
+    BEFORE INSERT OR UPDATE OF status ON retrain_events
+    FOR EACH ROW WHEN (NEW.status = 'succeeded')
+    EXECUTE FUNCTION retrain_events_before_success();
 
 CREATE FUNCTION retrain_policies_before_write()
 RETURNS trigger
@@ -905,6 +915,32 @@ $$;
 CREATE TRIGGER retrain_policies_guard
     BEFORE INSERT OR UPDATE OR DELETE ON retrain_policies
     FOR EACH ROW EXECUTE FUNCTION retrain_policies_before_write();
+
+-- A policy change applies to the rolling error window from the next scored
+-- row on, even a correct one: the models it governs look at their window
+-- again then.
+CREATE FUNCTION retrain_policies_after_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_model_name text := CASE WHEN TG_OP = 'DELETE' THEN OLD.model_name ELSE NEW.model_name END;
+BEGIN
+    UPDATE retrain_models AS r SET error_check_due = true
+    WHERE NOT r.error_check_due
+      AND (r.model_name = v_model_name
+           OR (v_model_name = 'default'
+               AND NOT EXISTS (SELECT FROM retrain_policies AS p
+                               WHERE p.model_name = r.model_name)));
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER retrain_policies_changed
+    AFTER INSERT OR DELETE OR UPDATE OF enabled, error_rate_threshold, error_window, min_error_rows
+    ON retrain_policies
+    FOR EACH ROW EXECUTE FUNCTION retrain_policies_after_write();
 
 -- ---------------------------------------------------------------------------
 -- Manual requests and schedules

@@ -313,7 +313,11 @@ def test_window_does_not_restart_after_a_failed_retrain(conn, small_window):
     insert_scored_batch(conn, "m", [True] * 10)
     cancel_pending(conn)
     finish_retrain(conn, "m", status="failed")
+    # A correct prediction cannot raise the rate; the next wrong one finds
+    # the old rows still in the window.
     insert_scored(conn, "m", [False])
+    assert pending_event(conn, "m") is None
+    insert_scored(conn, "m", [True])
     event = pending_event(conn, "m")
     assert event is not None
     assert event["details"]["error_rate"]["first"]["window_rows"] == 10
@@ -394,11 +398,30 @@ def test_only_wrong_predictions_extend_a_pending_window_event(conn, small_window
     assert event["details"]["error_rate"]["latest"]["rolling_error_rate"] == pytest.approx(0.7)
 
 
-def test_a_cancelled_event_makes_the_next_scored_row_look_again(conn, small_window):
-    insert_scored_batch(conn, "m", [True] * 10)
-    cancel_pending(conn)
-    insert_scored(conn, "m", [False])  # correct, but the window is still 9/10 wrong
-    assert pending_event(conn, "m") is not None
+def test_a_policy_change_makes_the_next_scored_row_look_at_the_window(conn):
+    set_policy(conn, "m", error_window=10, min_error_rows=5, error_rate_threshold=0.5)
+    insert_scored(conn, "m", [False] * 7 + [True] * 3)  # 0.3: under 0.5
+    assert events(conn) == []
+    set_policy(conn, "m", error_rate_threshold=0.2)
+    insert_scored(conn, "m", [False])  # correct, but 0.3 is over the new 0.2
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["rolling_error_rate"] == pytest.approx(0.3)
+    assert detail["threshold"] == 0.2
+
+
+def test_cancelling_a_pending_event_does_not_wait_for_a_writer_of_the_model(conn, db_url,
+                                                                            small_window):
+    conn.execute("SELECT request_retrain('m')")
+    with psycopg.connect(db_url) as etl:
+        # The writer holds the model lock and has armed its window check.
+        insert_scored(etl, "m", [True] * 2)
+        with psycopg.connect(db_url, autocommit=True) as operator:
+            operator.execute("SET lock_timeout = '5s'")
+            operator.execute("UPDATE retrain_events SET status = 'cancelled' "
+                             "WHERE status = 'pending'")
+        insert_scored(etl, "m", [True] * 3)  # now it fires
+        etl.commit()
+    assert pending_event(conn, "m")["reasons"] == ["error_rate"]
 
 
 def test_rows_added_before_a_successful_retrain_stay_out_of_the_window(conn, small_window):
@@ -409,3 +432,16 @@ def test_rows_added_before_a_successful_retrain_stay_out_of_the_window(conn, sma
     assert pending_event(conn, "m") is None  # 4 rows since the retrain, not 5
     insert_scored(conn, "m", [True])
     assert pending_event(conn, "m")["details"]["error_rate"]["first"]["window_rows"] == 5
+
+
+def test_a_metric_of_a_model_does_not_wait_for_a_writer_that_armed_its_window(conn, db_url,
+                                                                             small_window):
+    insert_row(conn, "m")  # a known model
+    with psycopg.connect(db_url) as etl:
+        insert_scored(etl, "m", [True] * 2)  # updates the model's retrain_models row
+        with psycopg.connect(db_url, autocommit=True) as evaluation:
+            evaluation.execute("SET lock_timeout = '5s'")
+            evaluation.execute(
+                "INSERT INTO model_metrics (model_name, accuracy) VALUES ('m', 0.99)")
+        etl.commit()
+    assert events(conn) == []

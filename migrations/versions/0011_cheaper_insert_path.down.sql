@@ -1,11 +1,46 @@
--- Frozen: reverts revision 0011_error_window_scan. Never edit.
+-- Frozen: reverts revision 0011_cheaper_insert_path. Never edit.
 
--- The kept error windows start empty again.
+DROP TRIGGER retrain_policies_changed ON retrain_policies;
+DROP FUNCTION retrain_policies_after_write();
+DROP TRIGGER retrain_events_succeeded ON retrain_events;
+DROP FUNCTION retrain_events_before_success();
+
+-- The kept error windows, rebuilt from training_data, with the privileges
+-- retrain_models has (sql/roles.sql grants the worker both alike).
 CREATE TABLE retrain_error_windows (
     model_name  text PRIMARY KEY,
     row_ids     bigint[] NOT NULL,
     is_error    boolean[] NOT NULL
 );
+INSERT INTO retrain_error_windows (model_name, row_ids, is_error)
+SELECT r.model_name, w.ids, w.errors
+FROM retrain_models AS r
+CROSS JOIN LATERAL retrain_policy_for(r.model_name) AS p
+CROSS JOIN LATERAL (
+    SELECT array_agg(s.id ORDER BY s.id) AS ids,
+           array_agg(s.label <> s.prediction ORDER BY s.id) AS errors
+    FROM (SELECT t.id, t.label, t.prediction FROM training_data AS t
+          WHERE t.model_name = r.model_name
+            AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+            AND t.id > coalesce((SELECT e.error_window_after FROM retrain_events AS e
+                                 WHERE e.model_name = r.model_name AND e.status = 'succeeded'
+                                 ORDER BY e.id DESC LIMIT 1), 0)
+          ORDER BY t.id DESC
+          LIMIT p.error_window) AS s) AS w
+WHERE w.ids IS NOT NULL;
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM (SELECT a.grantee, a.privilege_type, a.is_grantable
+                    FROM pg_class AS c, aclexplode(c.relacl) AS a
+                    WHERE c.oid = 'retrain_models'::regclass AND a.grantee <> c.relowner) AS g LOOP
+        EXECUTE format('GRANT %s ON retrain_error_windows TO %s%s', g.privilege_type,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+                       CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END;
+$$;
 
 CREATE FUNCTION retrain_advance_error_window(
     p_model_name text,
@@ -63,8 +98,8 @@ BEGIN
 END;
 $$;
 
-DROP FUNCTION retrain_check_training_rows(text, double precision, bigint, bigint,
-                                          boolean, bigint);
+DROP FUNCTION retrain_check_training_rows(text, double precision, integer, integer,
+                                          double precision, bigint, bigint, boolean, bigint);
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
     p_over_rows bigint,
@@ -349,7 +384,277 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION retrain_events_after_success()
+CREATE OR REPLACE FUNCTION model_metrics_after_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_policy          retrain_policies;
+    v_observed        jsonb := '{}';
+    v_previous        double precision;
+    v_champion        double precision;
+    v_since_id        bigint;
+    v_drift           double precision := NEW.drift_score;
+    v_drift_row       bigint := NEW.id;
+    v_accuracy        double precision := NEW.accuracy;
+    v_accuracy_row    bigint := NEW.id;
+BEGIN
+    INSERT INTO retrain_models (model_name) VALUES (NEW.model_name) ON CONFLICT DO NOTHING;
+    v_policy := retrain_policy_for(NEW.model_name);
+    IF NOT v_policy.enabled THEN
+        RETURN NULL;
+    END IF;
+
+    IF NEW.accuracy < v_policy.min_accuracy THEN
+        v_observed := v_observed || jsonb_build_object('performance', jsonb_build_object(
+            'accuracy', NEW.accuracy, 'min_accuracy', v_policy.min_accuracy,
+            'metric_id', NEW.id));
+    END IF;
+
+    IF NEW.accuracy IS NOT NULL THEN
+        IF TG_OP = 'UPDATE' THEN
+            v_previous := OLD.accuracy;
+        ELSE
+            SELECT mm.accuracy INTO v_previous
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.source = NEW.source
+              AND mm.id < NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+        SELECT ev.accuracy INTO v_champion
+        FROM retrain_events AS ev
+        WHERE ev.model_name = NEW.model_name AND ev.status = 'succeeded' AND ev.promoted
+        ORDER BY ev.finished_at DESC
+        LIMIT 1;
+
+        IF retrain_exceeds(v_previous - NEW.accuracy, v_policy.accuracy_drop_tolerance) THEN
+            v_observed := v_observed || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'previous_accuracy', v_previous,
+                'tolerance', v_policy.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        ELSIF retrain_exceeds(v_champion - NEW.accuracy, v_policy.accuracy_drop_tolerance) THEN
+            v_observed := v_observed || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'champion_accuracy', v_champion,
+                'tolerance', v_policy.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        END IF;
+    END IF;
+
+    -- A row that carries only one of drift and accuracy takes the other from
+    -- the model's newest value since its last successful retrain (whose own
+    -- 'retrain' row counts).
+    IF (v_drift IS NULL) <> (v_accuracy IS NULL) THEN
+        SELECT max(mm.id) INTO v_since_id
+        FROM model_metrics AS mm
+        WHERE mm.model_name = NEW.model_name AND mm.source = 'retrain' AND mm.id <> NEW.id;
+
+        IF v_drift IS NULL THEN
+            SELECT mm.drift_score, mm.id INTO v_drift, v_drift_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since_id, 0)
+              AND mm.id <> NEW.id AND mm.drift_score IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        ELSE
+            SELECT mm.accuracy, mm.id INTO v_accuracy, v_accuracy_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since_id, 0)
+              AND mm.id <> NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+    END IF;
+
+    IF v_drift > v_policy.drift_threshold AND v_accuracy < v_policy.combined_max_accuracy THEN
+        v_observed := v_observed || jsonb_build_object('drift_and_accuracy', jsonb_build_object(
+            'drift_score', v_drift, 'drift_threshold', v_policy.drift_threshold,
+            'accuracy', v_accuracy, 'combined_max_accuracy', v_policy.combined_max_accuracy,
+            'metric_id', NEW.id, 'drift_metric_id', v_drift_row,
+            'accuracy_metric_id', v_accuracy_row));
+    ELSIF v_policy.drift_alone AND NEW.drift_score > v_policy.drift_threshold THEN
+        v_observed := v_observed || jsonb_build_object('drift', jsonb_build_object(
+            'drift_score', NEW.drift_score, 'drift_threshold', v_policy.drift_threshold,
+            'metric_id', NEW.id));
+    END IF;
+
+    IF v_observed <> '{}' THEN
+        PERFORM record_retrain_event(NEW.model_name, v_observed);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION record_retrain_event(
+    p_model_name text,
+    p_observed jsonb,
+    p_firings bigint DEFAULT 1)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_reasons    text[];
+    v_details    jsonb;
+    v_manual     boolean;
+    v_cooldown   interval;
+    v_last_end   timestamptz;
+    v_run_after  timestamptz := now();
+    v_id         bigint;
+    v_all        text[];
+BEGIN
+    PERFORM retrain_lock_model(p_model_name);
+
+    SELECT array_agg(key ORDER BY retrain_reason_rank(key)),
+           jsonb_object_agg(key, jsonb_build_object(
+               'first', value, 'latest', value, 'count', p_firings))
+    INTO v_reasons, v_details
+    FROM jsonb_each(p_observed);
+
+    IF v_reasons IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM unnest(v_reasons) r WHERE retrain_reason_rank(r) IS NULL) THEN
+        RAISE EXCEPTION 'unknown retrain reason in %', v_reasons
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_manual := 'manual' = ANY (v_reasons);
+
+    -- Most firings extend the pending event: try that first (extending
+    -- keeps run_after, so no cooldown lookup is needed).
+    UPDATE retrain_events AS e
+    SET reasons = e.reasons || ARRAY(
+            SELECT r FROM unnest(v_reasons) WITH ORDINALITY AS u(r, i)
+            WHERE r <> ALL (e.reasons) ORDER BY i),
+        details = retrain_merge_details(e.details, v_details),
+        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    WHERE e.model_name = p_model_name AND e.status = 'pending'
+    RETURNING e.id, e.reasons INTO v_id, v_all;
+    IF FOUND THEN
+        PERFORM pg_notify('retrain_events', json_build_object(
+            'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
+        RETURN v_id;
+    END IF;
+
+    -- Cooldown: defer after the model's last finished retrain. A manual
+    -- request skips it.
+    IF NOT v_manual THEN
+        v_cooldown := (retrain_policy_for(p_model_name)).cooldown;
+        SELECT max(finished_at) INTO v_last_end
+        FROM retrain_events
+        WHERE model_name = p_model_name AND status IN ('succeeded', 'failed');
+        IF v_last_end + v_cooldown > now() THEN
+            v_run_after := v_last_end + v_cooldown;
+        END IF;
+    END IF;
+
+    INSERT INTO retrain_events AS e (model_name, reason, reasons, details, run_after)
+    VALUES (p_model_name, v_reasons[1], v_reasons, v_details, v_run_after)
+    ON CONFLICT (model_name) WHERE status = 'pending' DO UPDATE
+    SET reasons = e.reasons || ARRAY(
+            SELECT r FROM unnest(excluded.reasons) WITH ORDINALITY AS u(r, i)
+            WHERE r <> ALL (e.reasons) ORDER BY i),
+        details = retrain_merge_details(e.details, excluded.details),
+        -- Extending keeps run_after, except that a manual request is due now.
+        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    RETURNING e.id, e.reasons INTO v_id, v_all;
+
+    INSERT INTO retrain_models (model_name) VALUES (p_model_name) ON CONFLICT DO NOTHING;
+
+    PERFORM pg_notify('retrain_events', json_build_object(
+        'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
+    RETURN v_id;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION retrain_lock_model(p_model_name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0));
+END;
+$$;
+
+CREATE TEMP TABLE model_status_grants_0011 ON COMMIT DROP AS
+SELECT a.grantee, a.privilege_type, a.is_grantable
+FROM pg_class AS c, aclexplode(c.relacl) AS a
+WHERE c.oid = 'model_status'::regclass AND a.grantee <> c.relowner;
+DROP VIEW model_status;
+
+ALTER TABLE retrain_events
+    DROP COLUMN error_window_after,
+    ALTER COLUMN reason TYPE text,
+    ALTER COLUMN status DROP DEFAULT,
+    ALTER COLUMN status TYPE text,
+    ALTER COLUMN status SET DEFAULT 'pending',
+    ADD CONSTRAINT reason_is_known CHECK (reason IN (
+            'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+            'drift', 'schedule', 'manual')),
+    ADD CONSTRAINT status_is_known CHECK (status IN (
+            'pending', 'running', 'succeeded', 'failed', 'cancelled'));
+
+CREATE VIEW model_status AS
+SELECT m.model_name,
+       champion.model_version       AS champion_version,
+       champion.accuracy            AS champion_accuracy,
+       champion.finished_at         AS champion_trained_at,
+       latest_accuracy.accuracy     AS latest_accuracy,
+       latest_accuracy.recorded_at  AS latest_accuracy_at,
+       latest_drift.drift_score     AS latest_drift_score,
+       latest_drift.recorded_at     AS latest_drift_at,
+       last_retrain.id              AS last_retrain_event_id,
+       last_retrain.status          AS last_retrain_status,
+       last_retrain.finished_at     AS last_retrain_at,
+       running.id                   AS running_event_id,
+       pending.id                   AS pending_event_id,
+       pending.reasons              AS pending_reasons,
+       pending.run_after            AS pending_run_after
+FROM (SELECT model_name FROM retrain_models
+      UNION
+      SELECT model_name FROM retrain_policies WHERE model_name <> 'default') AS m
+LEFT JOIN LATERAL (
+    SELECT ev.model_version, ev.accuracy, ev.finished_at
+    FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'succeeded' AND ev.promoted
+    ORDER BY ev.finished_at DESC LIMIT 1) AS champion ON true
+LEFT JOIN LATERAL (
+    SELECT mm.accuracy, mm.recorded_at
+    FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.accuracy IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_accuracy ON true
+LEFT JOIN LATERAL (
+    SELECT mm.drift_score, mm.recorded_at
+    FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.drift_score IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_drift ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id, ev.status, ev.finished_at
+    FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status IN ('succeeded', 'failed')
+    ORDER BY ev.finished_at DESC LIMIT 1) AS last_retrain ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'running'
+    ORDER BY ev.id LIMIT 1) AS running ON true
+LEFT JOIN LATERAL (
+    SELECT ev.id, ev.reasons, ev.run_after FROM retrain_events AS ev
+    WHERE ev.model_name = m.model_name AND ev.status = 'pending') AS pending ON true;
+
+DO $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM model_status_grants_0011 LOOP
+        EXECUTE format('GRANT %s ON model_status TO %s%s', g.privilege_type,
+                       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+                       CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION retrain_events_after_success()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -360,23 +665,13 @@ BEGIN
 END;
 $$;
 
-CREATE TABLE drift_inbox_0010 (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    model_name  text NOT NULL,
-    lo_id       bigint,     -- rows lo_id..hi_id, all of them this statement's
-    hi_id       bigint,
-    row_ids     bigint[],   -- or exactly these rows
-    scored      bigint NOT NULL DEFAULT 0,   -- labelled rows with a prediction (delta)
-    correct     bigint NOT NULL DEFAULT 0    -- of which prediction = label (delta)
-);
-INSERT INTO drift_inbox_0010 (model_name, lo_id, hi_id, row_ids, scored, correct)
-SELECT model_name, lo_id, hi_id, row_ids, scored, correct FROM drift_inbox;
-DROP TABLE drift_inbox;
-ALTER TABLE drift_inbox_0010 RENAME TO drift_inbox;
-ALTER TABLE drift_inbox RENAME CONSTRAINT drift_inbox_0010_pkey TO drift_inbox_pkey;
-ALTER SEQUENCE drift_inbox_0010_id_seq RENAME TO drift_inbox_id_seq;
-CREATE INDEX drift_inbox_model_idx ON drift_inbox (model_name);
+CREATE TRIGGER retrain_events_reset_error_window
+    AFTER UPDATE OF status ON retrain_events
+    FOR EACH ROW WHEN (NEW.status = 'succeeded' AND OLD.status IS DISTINCT FROM 'succeeded')
+    EXECUTE FUNCTION retrain_events_after_success();
 
-ALTER TABLE retrain_models
-    DROP COLUMN error_window_after,
-    DROP COLUMN error_check_due;
+DROP DOMAIN retrain_event_status;
+DROP DOMAIN retrain_event_reason;
+
+ALTER TABLE drift_inbox ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
+ALTER TABLE retrain_models DROP COLUMN error_check_due;

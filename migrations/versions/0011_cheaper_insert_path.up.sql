@@ -1,11 +1,13 @@
--- Frozen: applied by revision 0012_cheaper_firing. Never edit; change
--- sql/schema.sql and add a revision instead.
+-- Frozen: applied by revision 0011_cheaper_insert_path. Never edit; change sql/schema.sql
+-- and add a revision instead.
 
--- Extending a pending event cost about as much as everything else a
--- single-row INSERT does. Its two table CHECKs move into domains (prepared
--- once per session instead of read again by every statement), details are
--- merged in the UPDATE itself, the model lock is an inlined SQL function,
--- and the error_rate helper no longer looks the policy up again.
+-- A cheaper insert path. The rolling error window is read from
+-- training_data when it may have risen, instead of kept per model in
+-- retrain_error_windows and rewritten by every scored statement; a
+-- single-row statement takes a short path; drift_inbox loses its unused key;
+-- extending a pending event gets cheaper (domains instead of table CHECKs,
+-- details merged in the UPDATE, an inlined lock function).
+
 CREATE DOMAIN retrain_event_reason AS text
     CONSTRAINT reason_is_known CHECK (VALUE IN (
         'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
@@ -14,11 +16,11 @@ CREATE DOMAIN retrain_event_status AS text
     CONSTRAINT status_is_known CHECK (VALUE IN (
         'pending', 'running', 'succeeded', 'failed', 'cancelled'));
 
--- The trigger's WHEN and model_status depend on the columns' types: the
+-- The old trigger's WHEN and model_status depend on the columns' types: the
 -- trigger is replaced below, the view rebuilt with the privileges it had.
 DROP TRIGGER retrain_events_reset_error_window ON retrain_events;
 DROP FUNCTION retrain_events_after_success();
-CREATE TEMP TABLE model_status_grants_0012 ON COMMIT DROP AS
+CREATE TEMP TABLE model_status_grants_0011 ON COMMIT DROP AS
 SELECT a.grantee, a.privilege_type, a.is_grantable
 FROM pg_class AS c, aclexplode(c.relacl) AS a
 WHERE c.oid = 'model_status'::regclass AND a.grantee <> c.relowner;
@@ -30,7 +32,8 @@ ALTER TABLE retrain_events
     ALTER COLUMN reason TYPE retrain_event_reason,
     ALTER COLUMN status DROP DEFAULT,
     ALTER COLUMN status TYPE retrain_event_status,
-    ALTER COLUMN status SET DEFAULT 'pending';
+    ALTER COLUMN status SET DEFAULT 'pending',
+    ADD COLUMN error_window_after bigint;
 
 CREATE VIEW model_status AS
 SELECT m.model_name,
@@ -83,13 +86,34 @@ DO $$
 DECLARE
     g record;
 BEGIN
-    FOR g IN SELECT * FROM model_status_grants_0012 LOOP
+    FOR g IN SELECT * FROM model_status_grants_0011 LOOP
         EXECUTE format('GRANT %s ON model_status TO %s%s', g.privilege_type,
                        CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
                        CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
 END;
 $$;
+
+ALTER TABLE retrain_models ADD COLUMN error_check_due boolean NOT NULL DEFAULT false;
+
+-- Where each retrained model's window starts: before the oldest row in its
+-- kept window; with no window kept, after every row.
+UPDATE retrain_events AS e
+SET error_window_after = coalesce(
+        (SELECT min(u.id) - 1
+         FROM retrain_error_windows AS w, unnest(w.row_ids) AS u(id)
+         WHERE w.model_name = e.model_name),
+        (SELECT coalesce(max(t.id), 0) FROM training_data AS t))
+WHERE e.id IN (SELECT max(s.id) FROM retrain_events AS s
+               WHERE s.status = 'succeeded' GROUP BY s.model_name);
+
+-- One index less on every insert.
+ALTER TABLE drift_inbox DROP COLUMN id;
+
+DROP FUNCTION retrain_check_training_rows(text, bigint, double precision, bigint,
+                                          bigint[], boolean[], bigint[], boolean[]);
+DROP FUNCTION retrain_advance_error_window(text, integer, bigint[], boolean[],
+                                           bigint[], boolean[]);
 
 CREATE OR REPLACE FUNCTION retrain_lock_model(p_model_name text)
 RETURNS void
@@ -202,7 +226,9 @@ BEGIN
         run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
     RETURNING e.id, e.reasons INTO v_id, v_all;
 
-    INSERT INTO retrain_models (model_name) VALUES (p_model_name) ON CONFLICT DO NOTHING;
+    IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = p_model_name) THEN
+        INSERT INTO retrain_models (model_name) VALUES (p_model_name) ON CONFLICT DO NOTHING;
+    END IF;
 
     PERFORM pg_notify('retrain_events', json_build_object(
         'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
@@ -210,9 +236,6 @@ BEGIN
 END;
 $$;
 
--- The error_rate helper takes the policy's values from its callers.
-DROP FUNCTION retrain_check_training_rows(text, double precision, bigint, bigint,
-                                          boolean, bigint);
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
     p_threshold double precision,
@@ -249,9 +272,15 @@ BEGIN
         -- The model lock first, then the window in a statement of its own:
         -- it sees the rows of every writer that held the lock before us.
         PERFORM retrain_lock_model(p_model_name);
-        SELECT r.error_window_after, r.error_check_due INTO v_window_after, v_due
+        SELECT r.error_check_due INTO v_due
         FROM retrain_models AS r
         WHERE r.model_name = p_model_name;
+        -- Since the model's last successful retrain.
+        SELECT e.error_window_after INTO v_window_after
+        FROM retrain_events AS e
+        WHERE e.model_name = p_model_name AND e.status = 'succeeded'
+        ORDER BY e.id DESC
+        LIMIT 1;
 
         SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
         INTO v_window_rows, v_window_errors
@@ -274,16 +303,18 @@ BEGIN
         END IF;
 
         v_armed := coalesce(v_window_rows < p_min_error_rows AND v_rate > p_threshold, false);
-        IF v_armed IS DISTINCT FROM v_due THEN
-            UPDATE retrain_models SET error_check_due = v_armed
-            WHERE model_name = p_model_name;
-        END IF;
     END IF;
 
     IF v_firings > 0 THEN
         PERFORM record_retrain_event(p_model_name,
                                      jsonb_build_object('error_rate', v_observed),
                                      v_firings);
+    END IF;
+    -- After the event: its row is locked before the model's (see
+    -- retrain_lock_model).
+    IF v_armed IS DISTINCT FROM v_due THEN
+        UPDATE retrain_models SET error_check_due = v_armed
+        WHERE model_name = p_model_name;
     END IF;
 END;
 $$;
@@ -478,7 +509,9 @@ BEGIN
         LEFT JOIN retrain_policies AS p ON p.model_name = pm.model_name
         ORDER BY pm.model_name
     LOOP
-        INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
+        IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = m.model_name) THEN
+            INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
+        END IF;
         v_over := 0;
         v_row_id := NULL;
         IF m.enabled AND m.max_error_rate > m.threshold THEN
@@ -506,28 +539,148 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION retrain_events_after_finish()
+CREATE OR REPLACE FUNCTION model_metrics_after_write()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    v_policy          retrain_policies;
+    v_observed        jsonb := '{}';
+    v_previous        double precision;
+    v_champion        double precision;
+    v_since_id        bigint;
+    v_drift           double precision := NEW.drift_score;
+    v_drift_row       bigint := NEW.id;
+    v_accuracy        double precision := NEW.accuracy;
+    v_accuracy_row    bigint := NEW.id;
 BEGIN
-    PERFORM retrain_lock_model(NEW.model_name);
-    IF NEW.status = 'succeeded' THEN
-        UPDATE retrain_models
-        SET error_window_after = coalesce((SELECT max(id) FROM training_data), 0),
-            error_check_due = false
-        WHERE model_name = NEW.model_name;
-    ELSE
-        UPDATE retrain_models SET error_check_due = true
-        WHERE model_name = NEW.model_name AND NOT error_check_due;
+    IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = NEW.model_name) THEN
+        INSERT INTO retrain_models (model_name) VALUES (NEW.model_name) ON CONFLICT DO NOTHING;
+    END IF;
+    v_policy := retrain_policy_for(NEW.model_name);
+    IF NOT v_policy.enabled THEN
+        RETURN NULL;
+    END IF;
+
+    IF NEW.accuracy < v_policy.min_accuracy THEN
+        v_observed := v_observed || jsonb_build_object('performance', jsonb_build_object(
+            'accuracy', NEW.accuracy, 'min_accuracy', v_policy.min_accuracy,
+            'metric_id', NEW.id));
+    END IF;
+
+    IF NEW.accuracy IS NOT NULL THEN
+        IF TG_OP = 'UPDATE' THEN
+            v_previous := OLD.accuracy;
+        ELSE
+            SELECT mm.accuracy INTO v_previous
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.source = NEW.source
+              AND mm.id < NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+        SELECT ev.accuracy INTO v_champion
+        FROM retrain_events AS ev
+        WHERE ev.model_name = NEW.model_name AND ev.status = 'succeeded' AND ev.promoted
+        ORDER BY ev.finished_at DESC
+        LIMIT 1;
+
+        IF retrain_exceeds(v_previous - NEW.accuracy, v_policy.accuracy_drop_tolerance) THEN
+            v_observed := v_observed || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'previous_accuracy', v_previous,
+                'tolerance', v_policy.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        ELSIF retrain_exceeds(v_champion - NEW.accuracy, v_policy.accuracy_drop_tolerance) THEN
+            v_observed := v_observed || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'champion_accuracy', v_champion,
+                'tolerance', v_policy.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        END IF;
+    END IF;
+
+    -- A row that carries only one of drift and accuracy takes the other from
+    -- the model's newest value since its last successful retrain (whose own
+    -- 'retrain' row counts).
+    IF (v_drift IS NULL) <> (v_accuracy IS NULL) THEN
+        SELECT max(mm.id) INTO v_since_id
+        FROM model_metrics AS mm
+        WHERE mm.model_name = NEW.model_name AND mm.source = 'retrain' AND mm.id <> NEW.id;
+
+        IF v_drift IS NULL THEN
+            SELECT mm.drift_score, mm.id INTO v_drift, v_drift_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since_id, 0)
+              AND mm.id <> NEW.id AND mm.drift_score IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        ELSE
+            SELECT mm.accuracy, mm.id INTO v_accuracy, v_accuracy_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since_id, 0)
+              AND mm.id <> NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+    END IF;
+
+    IF v_drift > v_policy.drift_threshold AND v_accuracy < v_policy.combined_max_accuracy THEN
+        v_observed := v_observed || jsonb_build_object('drift_and_accuracy', jsonb_build_object(
+            'drift_score', v_drift, 'drift_threshold', v_policy.drift_threshold,
+            'accuracy', v_accuracy, 'combined_max_accuracy', v_policy.combined_max_accuracy,
+            'metric_id', NEW.id, 'drift_metric_id', v_drift_row,
+            'accuracy_metric_id', v_accuracy_row));
+    ELSIF v_policy.drift_alone AND NEW.drift_score > v_policy.drift_threshold THEN
+        v_observed := v_observed || jsonb_build_object('drift', jsonb_build_object(
+            'drift_score', NEW.drift_score, 'drift_threshold', v_policy.drift_threshold,
+            'metric_id', NEW.id));
+    END IF;
+
+    IF v_observed <> '{}' THEN
+        PERFORM record_retrain_event(NEW.model_name, v_observed);
     END IF;
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER retrain_events_finished
-    AFTER UPDATE OF status ON retrain_events
-    FOR EACH ROW WHEN (NEW.status IN ('succeeded', 'failed', 'cancelled')
-                       AND OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION retrain_events_after_finish();
+CREATE FUNCTION retrain_events_before_success()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR OLD.status IS DISTINCT FROM 'succeeded' THEN
+        NEW.error_window_after := coalesce((SELECT max(id) FROM training_data), 0);
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER retrain_events_succeeded
+    BEFORE INSERT OR UPDATE OF status ON retrain_events
+    FOR EACH ROW WHEN (NEW.status = 'succeeded')
+    EXECUTE FUNCTION retrain_events_before_success();
+
+CREATE FUNCTION retrain_policies_after_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_model_name text := CASE WHEN TG_OP = 'DELETE' THEN OLD.model_name ELSE NEW.model_name END;
+BEGIN
+    UPDATE retrain_models AS r SET error_check_due = true
+    WHERE NOT r.error_check_due
+      AND (r.model_name = v_model_name
+           OR (v_model_name = 'default'
+               AND NOT EXISTS (SELECT FROM retrain_policies AS p
+                               WHERE p.model_name = r.model_name)));
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER retrain_policies_changed
+    AFTER INSERT OR DELETE OR UPDATE OF enabled, error_rate_threshold, error_window, min_error_rows
+    ON retrain_policies
+    FOR EACH ROW EXECUTE FUNCTION retrain_policies_after_write();
+
+DROP TABLE retrain_error_windows;

@@ -1,0 +1,33 @@
+"""A cheaper insert path: the rolling error window read from training_data
+when it may have risen; a short path for single-row statements; cheaper
+event extension (domains for status and reason, details merged in the
+UPDATE, an inlined lock function).
+
+Revision ID: 0011_cheaper_insert_path
+Revises: 0010_one_running_bounds
+Create Date: 2026-11-26
+
+Applies frozen SQL beside this file; never edit it after it lands.
+"""
+from pathlib import Path
+
+from alembic import op
+
+from worker.schema_files import apply_frozen_sql
+
+revision = "0011_cheaper_insert_path"
+down_revision = "0010_one_running_bounds"
+branch_labels = None
+depends_on = None
+
+HERE = Path(__file__).parent
+
+
+def upgrade() -> None:
+    apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.up.sql",
+                     sha256="d6a89fb374b5fdd534de5fad15c168569864f1671bf8e71eeec2768cae647361")
+
+
+def downgrade() -> None:
+    apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.down.sql",
+                     sha256="e12d3d730656aed315abe9f9b5e17c3ce0f5f81ff0e7189675d688cc9ecd0c12")
