@@ -178,13 +178,20 @@ CREATE INDEX retrain_events_model_id_idx ON retrain_events (model_name, id);
 -- ---------------------------------------------------------------------------
 
 -- Every model the system has seen (training rows, metrics, policies), so
--- that schedules and model_status never scan training_data for names; and
+-- that schedules and model_status never scan training_data for names;
 -- whether the model's next scored row must look at its rolling error window
--- even if it is a correct one (see retrain_check_training_rows).
+-- even if it is a correct one (see retrain_check_training_rows); and copies
+-- of the four values of its policy that a single-row INSERT needs, so that
+-- one index lookup serves it (retrain_policies stays the one to change:
+-- triggers keep the copies).
 CREATE TABLE retrain_models (
-    model_name       text PRIMARY KEY,
-    first_seen_at    timestamptz NOT NULL DEFAULT now(),
-    error_check_due  boolean NOT NULL DEFAULT false
+    model_name            text PRIMARY KEY,
+    first_seen_at         timestamptz NOT NULL DEFAULT now(),
+    error_check_due       boolean NOT NULL DEFAULT false,
+    enabled               boolean NOT NULL DEFAULT true,
+    error_rate_threshold  double precision NOT NULL DEFAULT 0.1,
+    error_window          integer NOT NULL DEFAULT 200,
+    min_error_rows        integer NOT NULL DEFAULT 50
 );
 
 -- Schedule periods already fired, so that concurrent schedule checks record
@@ -507,7 +514,8 @@ $$;
 -- Statement-level, so a bulk COPY pays a few set-based queries, not a query
 -- per row. A single-row statement (an ETL job's INSERTs, a serving path
 -- logging predictions) pays this on every row, so it has a path of its own:
--- one query and one insert, and no lock and no window read unless the row
+-- one query (the row and its model's retrain_models row, policy copies
+-- included) and one insert, and no lock and no window read unless the row
 -- can fire something. Each statement here is measured in
 -- bench/insert_overhead.py.
 CREATE FUNCTION training_data_after_insert()
@@ -539,28 +547,22 @@ DECLARE
 BEGIN
     SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
            EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
-           coalesce(p.enabled, d.enabled),
-           coalesce(p.error_rate_threshold, d.error_rate_threshold),
-           coalesce(p.error_window, d.error_window),
-           coalesce(p.min_error_rows, d.min_error_rows),
-           r.model_name IS NOT NULL, r.error_check_due
+           r.model_name IS NOT NULL, r.enabled, r.error_rate_threshold,
+           r.error_window, r.min_error_rows, r.error_check_due
     INTO v_id, v_model_name, v_label, v_prediction, v_error_rate,
-         v_more_rows, v_enabled, v_threshold, v_window, v_min_rows, v_known, v_due
+         v_more_rows, v_known, v_enabled, v_threshold, v_window, v_min_rows, v_due
     FROM inserted_rows AS n
-    JOIN retrain_policies AS d ON d.model_name = 'default'
-    LEFT JOIN retrain_policies AS p ON p.model_name = n.model_name
     LEFT JOIN retrain_models AS r ON r.model_name = n.model_name
     LIMIT 1;
 
-    IF NOT v_more_rows THEN
+    -- A known model's single row; anything else (a new model included)
+    -- takes the set-based statement below.
+    IF v_known AND NOT v_more_rows THEN
         v_scored := v_label IS NOT NULL AND v_prediction IS NOT NULL;
         -- Tells the drift monitor that the row arrived; commits with it.
         INSERT INTO drift_inbox (model_name, lo_id, hi_id, scored, correct)
         VALUES (v_model_name, v_id, v_id, v_scored::integer,
                 coalesce(v_label = v_prediction, false)::integer);
-        IF NOT v_known THEN
-            INSERT INTO retrain_models (model_name) VALUES (v_model_name) ON CONFLICT DO NOTHING;
-        END IF;
         IF v_enabled AND (v_error_rate > v_threshold OR v_label <> v_prediction
                           OR (v_due AND v_scored)) THEN
             PERFORM retrain_check_training_rows(
@@ -916,31 +918,60 @@ CREATE TRIGGER retrain_policies_guard
     BEFORE INSERT OR UPDATE OR DELETE ON retrain_policies
     FOR EACH ROW EXECUTE FUNCTION retrain_policies_before_write();
 
--- A policy change applies to the rolling error window from the next scored
--- row on, even a correct one: the models it governs look at their window
--- again then.
-CREATE FUNCTION retrain_policies_after_write()
+-- A model's retrain_models row starts with copies of its policy's values.
+CREATE FUNCTION retrain_models_before_insert()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_model_name text := CASE WHEN TG_OP = 'DELETE' THEN OLD.model_name ELSE NEW.model_name END;
+    v_policy retrain_policies := retrain_policy_for(NEW.model_name);
 BEGIN
-    UPDATE retrain_models AS r SET error_check_due = true
-    WHERE NOT r.error_check_due
-      AND (r.model_name = v_model_name
-           OR (v_model_name = 'default'
-               AND NOT EXISTS (SELECT FROM retrain_policies AS p
-                               WHERE p.model_name = r.model_name)));
+    NEW.enabled := v_policy.enabled;
+    NEW.error_rate_threshold := v_policy.error_rate_threshold;
+    NEW.error_window := v_policy.error_window;
+    NEW.min_error_rows := v_policy.min_error_rows;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER retrain_models_policy_copy
+    BEFORE INSERT ON retrain_models
+    FOR EACH ROW EXECUTE FUNCTION retrain_models_before_insert();
+
+-- A policy change renews the copies in retrain_models, and the models whose
+-- values changed look at their rolling error window with their next scored
+-- row, even a correct one (the new threshold may already be exceeded).
+-- The table lock waits for transactions that are registering a model (their
+-- copies were read before this change) and keeps new ones out until this
+-- one commits.
+CREATE FUNCTION retrain_policies_after_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    LOCK TABLE retrain_models IN SHARE ROW EXCLUSIVE MODE;
+    UPDATE retrain_models AS r
+    SET enabled = e.enabled,
+        error_rate_threshold = e.error_rate_threshold,
+        error_window = e.error_window,
+        min_error_rows = e.min_error_rows,
+        error_check_due = true
+    FROM (SELECT m.model_name, p.enabled, p.error_rate_threshold, p.error_window,
+                 p.min_error_rows
+          FROM retrain_models AS m
+          CROSS JOIN LATERAL retrain_policy_for(m.model_name) AS p) AS e
+    WHERE r.model_name = e.model_name
+      AND (r.enabled, r.error_rate_threshold, r.error_window, r.min_error_rows)
+          IS DISTINCT FROM (e.enabled, e.error_rate_threshold, e.error_window, e.min_error_rows);
     RETURN NULL;
 END;
 $$;
 
 CREATE TRIGGER retrain_policies_changed
-    AFTER INSERT OR DELETE OR UPDATE OF enabled, error_rate_threshold, error_window, min_error_rows
-    ON retrain_policies
-    FOR EACH ROW EXECUTE FUNCTION retrain_policies_after_write();
+    AFTER INSERT OR UPDATE OR DELETE ON retrain_policies
+    FOR EACH STATEMENT EXECUTE FUNCTION retrain_policies_after_change();
 
 -- ---------------------------------------------------------------------------
 -- Manual requests and schedules

@@ -1,7 +1,9 @@
 -- Frozen: reverts revision 0011_cheaper_insert_path. Never edit.
 
 DROP TRIGGER retrain_policies_changed ON retrain_policies;
-DROP FUNCTION retrain_policies_after_write();
+DROP FUNCTION retrain_policies_after_change();
+DROP TRIGGER retrain_models_policy_copy ON retrain_models;
+DROP FUNCTION retrain_models_before_insert();
 DROP TRIGGER retrain_events_succeeded ON retrain_events;
 DROP FUNCTION retrain_events_before_success();
 
@@ -674,4 +676,9 @@ DROP DOMAIN retrain_event_status;
 DROP DOMAIN retrain_event_reason;
 
 ALTER TABLE drift_inbox ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
-ALTER TABLE retrain_models DROP COLUMN error_check_due;
+ALTER TABLE retrain_models
+    DROP COLUMN error_check_due,
+    DROP COLUMN enabled,
+    DROP COLUMN error_rate_threshold,
+    DROP COLUMN error_window,
+    DROP COLUMN min_error_rows;

@@ -25,9 +25,9 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.up.sql",
-                     sha256="d6a89fb374b5fdd534de5fad15c168569864f1671bf8e71eeec2768cae647361")
+                     sha256="d9ed585182f70121d0fffd03d263742940bf0b71e30d0a437b6f8b7722c16f75")
 
 
 def downgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.down.sql",
-                     sha256="e12d3d730656aed315abe9f9b5e17c3ce0f5f81ff0e7189675d688cc9ecd0c12")
+                     sha256="8bba7077974344a47198bc44ccf00aea42dba89a20f78fb8e4d4e3221db1be0d")

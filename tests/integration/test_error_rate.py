@@ -445,3 +445,51 @@ def test_a_metric_of_a_model_does_not_wait_for_a_writer_that_armed_its_window(co
                 "INSERT INTO model_metrics (model_name, accuracy) VALUES ('m', 0.99)")
         etl.commit()
     assert events(conn) == []
+
+
+def _copied_threshold(conn, model):
+    return conn.execute(
+        "SELECT error_rate_threshold FROM retrain_models WHERE model_name = %s", (model,)
+    ).fetchone()[0]
+
+
+def test_single_row_inserts_follow_policy_changes(conn):
+    insert_row(conn, "m")  # a known model, on the default policy
+    conn.execute("UPDATE retrain_policies SET error_rate_threshold = 0.2 WHERE model_name = 'default'")
+    insert_row(conn, "m", error_rate=0.15)
+    assert events(conn) == []
+    set_policy(conn, "m", error_rate_threshold=0.1)  # a policy of its own
+    insert_row(conn, "m", error_rate=0.15)
+    assert only_event(conn, "m")["details"]["error_rate"]["first"]["threshold"] == 0.1
+    cancel_pending(conn)
+    conn.execute("DELETE FROM retrain_policies WHERE model_name = 'm'")  # back to default
+    insert_row(conn, "m", error_rate=0.15)
+    assert pending_event(conn, "m") is None
+    conn.execute("UPDATE retrain_policies SET enabled = false WHERE model_name = 'default'")
+    insert_row(conn, "m", error_rate=0.9)
+    assert pending_event(conn, "m") is None
+
+
+def test_a_policy_change_waits_for_a_model_being_registered(conn, db_url):
+    errors = []
+    with psycopg.connect(db_url) as etl:
+        insert_row(etl, "new")  # registers "new", copying the default policy
+        changed = threading.Event()
+
+        def change_policy():
+            try:
+                with psycopg.connect(db_url, autocommit=True) as admin:
+                    admin.execute("UPDATE retrain_policies SET error_rate_threshold = 0.3 "
+                                  "WHERE model_name = 'default'")
+                changed.set()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        thread = threading.Thread(target=change_policy)
+        thread.start()
+        wait_until_blocked(conn)
+        assert not changed.is_set()
+        etl.commit()
+    thread.join(30)
+    assert not errors and changed.is_set()
+    assert _copied_threshold(conn, "new") == 0.3
