@@ -579,6 +579,8 @@ BEGIN
 END;
 $$;
 
+DROP FUNCTION retrain_try_lock_model(text);
+DROP FUNCTION retrain_model_lock_key(text);
 CREATE TEMP TABLE model_status_grants_0011 ON COMMIT DROP AS
 SELECT a.grantee, a.privilege_type, a.is_grantable
 FROM pg_class AS c, aclexplode(c.relacl) AS a
@@ -681,4 +683,6 @@ ALTER TABLE retrain_models
     DROP COLUMN enabled,
     DROP COLUMN error_rate_threshold,
     DROP COLUMN error_window,
-    DROP COLUMN min_error_rows;
+    DROP COLUMN min_error_rows,
+    DROP COLUMN policy_version;
+DROP TABLE retrain_policy_version;

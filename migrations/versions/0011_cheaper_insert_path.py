@@ -25,9 +25,9 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.up.sql",
-                     sha256="d9ed585182f70121d0fffd03d263742940bf0b71e30d0a437b6f8b7722c16f75")
+                     sha256="9c222922d42145fa6e963e5ff4cc027fa6b503ce0ab363bb3fd3889c37eed742")
 
 
 def downgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.down.sql",
-                     sha256="8bba7077974344a47198bc44ccf00aea42dba89a20f78fb8e4d4e3221db1be0d")
+                     sha256="4d57c87983e178be29ce33500d8d516bf34f903e641fef943db9444f1564c299")

@@ -100,7 +100,19 @@ ALTER TABLE retrain_models
     ADD COLUMN enabled boolean NOT NULL DEFAULT true,
     ADD COLUMN error_rate_threshold double precision NOT NULL DEFAULT 0.1,
     ADD COLUMN error_window integer NOT NULL DEFAULT 200,
-    ADD COLUMN min_error_rows integer NOT NULL DEFAULT 50;
+    ADD COLUMN min_error_rows integer NOT NULL DEFAULT 50,
+    ADD COLUMN policy_version bigint NOT NULL DEFAULT 0;
+-- Moved on by every change of retrain_policies (retrain_policies_changed).
+-- Copies of policy values elsewhere carry the version they were read at,
+-- in the same snapshot as the values, and are used only while it is the
+-- current one: right at any isolation level, and no lock to take.
+CREATE TABLE retrain_policy_version (
+    one_row  boolean PRIMARY KEY DEFAULT true
+        CONSTRAINT one_row_only CHECK (one_row),
+    version  bigint NOT NULL DEFAULT 0
+);
+INSERT INTO retrain_policy_version DEFAULT VALUES;
+
 UPDATE retrain_models AS r
 SET enabled = p.enabled, error_rate_threshold = p.error_rate_threshold,
     error_window = p.error_window, min_error_rows = p.min_error_rows
@@ -127,12 +139,28 @@ DROP FUNCTION retrain_check_training_rows(text, bigint, double precision, bigint
 DROP FUNCTION retrain_advance_error_window(text, integer, bigint[], boolean[],
                                            bigint[], boolean[]);
 
+CREATE FUNCTION retrain_model_lock_key(p_model_name text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+-- No search_path of its own, so that it is inlined: it touches no table.
+AS $$
+    SELECT hashtextextended('pg-retrain/' || p_model_name, 0)
+$$;
+
 CREATE OR REPLACE FUNCTION retrain_lock_model(p_model_name text)
 RETURNS void
 LANGUAGE sql
 -- No search_path of its own, so that it is inlined: it touches no table.
 AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
+    SELECT pg_advisory_xact_lock(retrain_model_lock_key(p_model_name))
+$$;
+
+CREATE FUNCTION retrain_try_lock_model(p_model_name text)
+RETURNS boolean
+LANGUAGE sql
+-- No search_path of its own, so that it is inlined: it touches no table.
+AS $$
+    SELECT pg_try_advisory_xact_lock(retrain_model_lock_key(p_model_name))
 $$;
 
 CREATE OR REPLACE FUNCTION record_retrain_event(
@@ -355,21 +383,24 @@ DECLARE
     v_due         boolean;
     v_scored      boolean;
     m             record;
+    v_renewed     boolean;
     v_over        bigint;
     v_row_id      bigint;
 BEGIN
     SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
            EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
-           r.model_name IS NOT NULL, r.enabled, r.error_rate_threshold,
+           v.version IS NOT NULL, r.enabled, r.error_rate_threshold,
            r.error_window, r.min_error_rows, r.error_check_due
     INTO v_id, v_model_name, v_label, v_prediction, v_error_rate,
          v_more_rows, v_known, v_enabled, v_threshold, v_window, v_min_rows, v_due
     FROM inserted_rows AS n
     LEFT JOIN retrain_models AS r ON r.model_name = n.model_name
+    LEFT JOIN retrain_policy_version AS v ON v.version = r.policy_version
     LIMIT 1;
 
-    -- A known model's single row; anything else (a new model included)
-    -- takes the set-based statement below.
+    -- A known model's single row, its policy copies current; anything else
+    -- (a new model, copies from before a policy change) takes the
+    -- set-based statement below.
     IF v_known AND NOT v_more_rows THEN
         v_scored := v_label IS NOT NULL AND v_prediction IS NOT NULL;
         -- Tells the drift monitor that the row arrived; commits with it.
@@ -388,7 +419,7 @@ BEGIN
 
     -- Any other statement: one set-based statement registers the models,
     -- tells the drift monitor which rows arrived, and returns only the
-    -- models for which something may fire.
+    -- models for which something may fire or whose policy copies are old.
     FOR m IN
         WITH arrived AS (
             SELECT n.model_name,
@@ -415,24 +446,45 @@ BEGIN
                    ARRAY(SELECT n.id FROM inserted_rows AS n WHERE n.model_name = a.model_name),
                    a.scored, a.correct
             FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows)
-        SELECT a.model_name, a.max_error_rate, a.newest_scored,
+        SELECT a.model_name, a.max_error_rate, a.newest_scored, a.scored,
+               coalesce(p.enabled, d.enabled) AS enabled,
                coalesce(p.error_rate_threshold, d.error_rate_threshold) AS threshold,
                coalesce(p.error_window, d.error_window) AS error_window,
                coalesce(p.min_error_rows, d.min_error_rows) AS min_error_rows,
+               v.version AS policy_version,
+               r.policy_version IS DISTINCT FROM v.version AND r.model_name IS NOT NULL
+                   AS copies_old,
                -- A wrong prediction, or a due look at the window.
                a.scored > a.correct OR (coalesce(r.error_check_due, false) AND a.scored > 0)
                    AS check_window
         FROM arrived AS a
+        CROSS JOIN retrain_policy_version AS v
         JOIN retrain_policies AS d ON d.model_name = 'default'
         LEFT JOIN retrain_policies AS p ON p.model_name = a.model_name
         LEFT JOIN retrain_models AS r ON r.model_name = a.model_name
-        WHERE coalesce(p.enabled, d.enabled)
-          AND (a.max_error_rate > coalesce(p.error_rate_threshold, d.error_rate_threshold)
-               OR a.scored > a.correct
-               OR (coalesce(r.error_check_due, false) AND a.scored > 0))
+        WHERE (coalesce(p.enabled, d.enabled)
+               AND (a.max_error_rate > coalesce(p.error_rate_threshold, d.error_rate_threshold)
+                    OR a.scored > a.correct
+                    OR (coalesce(r.error_check_due, false) AND a.scored > 0)))
+           OR (r.model_name IS NOT NULL AND r.policy_version <> v.version)
         -- One lock order for every statement, whatever models it writes.
         ORDER BY a.model_name
     LOOP
+        -- Old copies are renewed under the model's lock (its row is written
+        -- by the holder of the lock), if it is free: a writer that holds it
+        -- renews them itself, and this statement decides from the policy it
+        -- read anyway. The window is then looked at with this statement's
+        -- scored rows or the next ones: a changed threshold may already be
+        -- exceeded.
+        v_renewed := m.copies_old AND retrain_try_lock_model(m.model_name);
+        IF v_renewed THEN
+            UPDATE retrain_models
+            SET enabled = m.enabled, error_rate_threshold = m.threshold,
+                error_window = m.error_window, min_error_rows = m.min_error_rows,
+                policy_version = m.policy_version, error_check_due = m.enabled
+            WHERE model_name = m.model_name;
+        END IF;
+        CONTINUE WHEN NOT m.enabled;
         v_over := 0;
         v_row_id := NULL;
         IF m.max_error_rate > m.threshold THEN
@@ -442,9 +494,10 @@ BEGIN
             FROM inserted_rows AS n
             WHERE n.model_name = m.model_name AND n.error_rate > m.threshold;
         END IF;
-        PERFORM retrain_check_training_rows(m.model_name, m.threshold, m.error_window,
-                                            m.min_error_rows, m.max_error_rate, v_row_id,
-                                            v_over, m.check_window, m.newest_scored);
+        PERFORM retrain_check_training_rows(
+            m.model_name, m.threshold, m.error_window, m.min_error_rows, m.max_error_rate,
+            v_row_id, v_over, m.check_window OR (v_renewed AND m.scored > 0),
+            m.newest_scored);
     END LOOP;
     RETURN NULL;
 END;
@@ -671,13 +724,12 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
-DECLARE
-    v_policy retrain_policies := retrain_policy_for(NEW.model_name);
 BEGIN
-    NEW.enabled := v_policy.enabled;
-    NEW.error_rate_threshold := v_policy.error_rate_threshold;
-    NEW.error_window := v_policy.error_window;
-    NEW.min_error_rows := v_policy.min_error_rows;
+    SELECT p.enabled, p.error_rate_threshold, p.error_window, p.min_error_rows, v.version
+    INTO NEW.enabled, NEW.error_rate_threshold, NEW.error_window, NEW.min_error_rows,
+         NEW.policy_version
+    FROM retrain_policy_for(NEW.model_name) AS p
+    CROSS JOIN retrain_policy_version AS v;
     RETURN NEW;
 END;
 $$;
@@ -689,29 +741,19 @@ CREATE TRIGGER retrain_models_policy_copy
 CREATE FUNCTION retrain_policies_after_change()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    LOCK TABLE retrain_models IN SHARE ROW EXCLUSIVE MODE;
-    UPDATE retrain_models AS r
-    SET enabled = e.enabled,
-        error_rate_threshold = e.error_rate_threshold,
-        error_window = e.error_window,
-        min_error_rows = e.min_error_rows,
-        error_check_due = true
-    FROM (SELECT m.model_name, p.enabled, p.error_rate_threshold, p.error_window,
-                 p.min_error_rows
-          FROM retrain_models AS m
-          CROSS JOIN LATERAL retrain_policy_for(m.model_name) AS p) AS e
-    WHERE r.model_name = e.model_name
-      AND (r.enabled, r.error_rate_threshold, r.error_window, r.min_error_rows)
-          IS DISTINCT FROM (e.enabled, e.error_rate_threshold, e.error_window, e.min_error_rows);
+    UPDATE retrain_policy_version SET version = version + 1;
     RETURN NULL;
 END;
 $$;
 
 CREATE TRIGGER retrain_policies_changed
-    AFTER INSERT OR UPDATE OR DELETE ON retrain_policies
+    AFTER INSERT OR DELETE OR TRUNCATE
+          OR UPDATE OF model_name, enabled, error_rate_threshold, error_window, min_error_rows
+    ON retrain_policies
     FOR EACH STATEMENT EXECUTE FUNCTION retrain_policies_after_change();
 
 DROP TABLE retrain_error_windows;

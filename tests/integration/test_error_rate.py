@@ -470,26 +470,47 @@ def test_single_row_inserts_follow_policy_changes(conn):
     assert pending_event(conn, "m") is None
 
 
-def test_a_policy_change_waits_for_a_model_being_registered(conn, db_url):
-    errors = []
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"])
+def test_copies_read_before_a_policy_change_are_not_used(conn, db_url, isolation):
+    # The ETL registers a model with the policy its snapshot sees while an
+    # administrator changes that policy: the copies carry an old version.
     with psycopg.connect(db_url) as etl:
-        insert_row(etl, "new")  # registers "new", copying the default policy
-        changed = threading.Event()
-
-        def change_policy():
-            try:
-                with psycopg.connect(db_url, autocommit=True) as admin:
-                    admin.execute("UPDATE retrain_policies SET error_rate_threshold = 0.3 "
-                                  "WHERE model_name = 'default'")
-                changed.set()
-            except Exception as exc:  # noqa: BLE001
-                errors.append(exc)
-
-        thread = threading.Thread(target=change_policy)
-        thread.start()
-        wait_until_blocked(conn)
-        assert not changed.is_set()
+        etl.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        etl.execute("SELECT 1")  # the snapshot, for REPEATABLE READ and SERIALIZABLE
+        conn.execute("UPDATE retrain_policies SET error_rate_threshold = 0.6 "
+                     "WHERE model_name = 'default'")
+        insert_row(etl, "new")  # registers "new"
         etl.commit()
-    thread.join(30)
-    assert not errors and changed.is_set()
-    assert _copied_threshold(conn, "new") == 0.3
+    insert_row(conn, "new", error_rate=0.3)  # under 0.6: nothing
+    assert events(conn) == []
+    assert _copied_threshold(conn, "new") == 0.6
+    insert_row(conn, "new", error_rate=0.7)  # the single-row path, renewed copies
+    assert only_event(conn, "new")["details"]["error_rate"]["first"]["threshold"] == 0.6
+
+
+def test_a_policy_changed_in_repeatable_read_applies_to_a_model_registered_meanwhile(conn,
+                                                                                     db_url):
+    with psycopg.connect(db_url) as admin:
+        admin.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        admin.execute("SELECT 1")
+        copy_rows(conn, [("n1", {"i": 1}, None, None, None), ("n1", {"i": 2}, None, None, None)])
+        admin.execute("UPDATE retrain_policies SET error_rate_threshold = 0.5 "
+                      "WHERE model_name = 'default'")
+        admin.commit()
+    insert_row(conn, "n1", error_rate=0.3)
+    assert events(conn) == []
+    insert_row(conn, "n1", error_rate=0.55)
+    assert only_event(conn, "n1")["details"]["error_rate"]["first"]["threshold"] == 0.5
+
+
+def test_after_a_policy_change_writers_of_a_model_do_not_wait_for_each_other(conn, db_url):
+    insert_row(conn, "m")
+    conn.execute("UPDATE retrain_policies SET error_window = 100 WHERE model_name = 'default'")
+    with psycopg.connect(db_url) as first:
+        insert_row(first, "m")  # renews the model's copies, under its lock
+        with psycopg.connect(db_url, autocommit=True) as second:
+            second.execute("SET lock_timeout = '5s'")
+            insert_row(second, "m")  # copies still old to it: decides from the policy
+        first.commit()
+    assert conn.execute("SELECT error_window FROM retrain_models "
+                        "WHERE model_name = 'm'").fetchone()[0] == 100

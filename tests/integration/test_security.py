@@ -75,7 +75,8 @@ def test_trigger_functions_are_security_definer_with_a_fixed_search_path(conn):
     ).fetchall()
     assert rows
     # Pure SQL helpers that touch no table go without, so that they are inlined.
-    inlined = {"retrain_reason_rank", "retrain_lock_model"}
+    inlined = {"retrain_reason_rank", "retrain_lock_model", "retrain_try_lock_model",
+               "retrain_model_lock_key"}
     for name, secdef, config in rows:
         if name in inlined:
             assert not secdef and not config, name
@@ -85,5 +86,5 @@ def test_trigger_functions_are_security_definer_with_a_fixed_search_path(conn):
     definers = {name for name, secdef, _ in rows if secdef}
     assert definers == {
         "training_data_after_insert", "training_data_after_update", "model_metrics_after_write",
-        "request_retrain", "check_retrain_schedules",
+        "request_retrain", "check_retrain_schedules", "retrain_policies_after_change",
     }
