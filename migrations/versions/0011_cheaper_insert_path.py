@@ -25,7 +25,7 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.up.sql",
-                     sha256="9c222922d42145fa6e963e5ff4cc027fa6b503ce0ab363bb3fd3889c37eed742")
+                     sha256="e73bcea38752f53e98eedd8eb38e62c82bca03477334f8c6d6fb27a1419a306b")
 
 
 def downgrade() -> None:

@@ -389,13 +389,14 @@ DECLARE
 BEGIN
     SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
            EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
-           v.version IS NOT NULL, r.enabled, r.error_rate_threshold,
+           coalesce(r.policy_version = (SELECT v.version FROM retrain_policy_version AS v),
+                    false),
+           r.enabled, r.error_rate_threshold,
            r.error_window, r.min_error_rows, r.error_check_due
     INTO v_id, v_model_name, v_label, v_prediction, v_error_rate,
          v_more_rows, v_known, v_enabled, v_threshold, v_window, v_min_rows, v_due
     FROM inserted_rows AS n
     LEFT JOIN retrain_models AS r ON r.model_name = n.model_name
-    LEFT JOIN retrain_policy_version AS v ON v.version = r.policy_version
     LIMIT 1;
 
     -- A known model's single row, its policy copies current; anything else
