@@ -450,7 +450,8 @@ $$;
 --
 -- The rolling error rate is read where it lives: the model's newest
 -- error_window rows with a label and a prediction, added since its last
--- successful retrain, newest first on training_data_labelled_idx. Nothing is
+-- successful retrain, newest first by id (on training_data_labelled_idx,
+-- or the primary key when the model is most of the table). Nothing is
 -- kept per inserted row, so a correct row costs the insert path nothing
 -- here. The callers pass p_check_window only when the rate may have risen
 -- (a statement brought a wrong prediction, or changed rows already scored)
