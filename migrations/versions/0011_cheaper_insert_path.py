@@ -25,9 +25,9 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.up.sql",
-                     sha256="e73bcea38752f53e98eedd8eb38e62c82bca03477334f8c6d6fb27a1419a306b")
+                     sha256="b3c1f2b2f0a60f2fcf0a4614cd42e3805fa5495cbaec9ab7cd4b38e7a46cd62c")
 
 
 def downgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.down.sql",
-                     sha256="4d57c87983e178be29ce33500d8d516bf34f903e641fef943db9444f1564c299")
+                     sha256="9ddf3bd9d62e12228cc425e2bd6f7ce3b43abdc791098d33e134860f79cc6bf2")

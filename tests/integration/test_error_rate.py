@@ -514,3 +514,34 @@ def test_after_a_policy_change_writers_of_a_model_do_not_wait_for_each_other(con
         first.commit()
     assert conn.execute("SELECT error_window FROM retrain_models "
                         "WHERE model_name = 'm'").fetchone()[0] == 100
+
+
+def test_the_window_of_a_small_model_is_read_on_its_own_index(conn):
+    # One model in a thousand rows: reading the primary key backwards would
+    # filter through every other model's rows.
+    conn.execute("ALTER TABLE training_data DISABLE TRIGGER USER")
+    conn.execute(
+        "INSERT INTO training_data (model_name, features, label, prediction) "
+        "SELECT CASE WHEN i % 1000 = 0 THEN 'small' ELSE 'big' END, '{}', 'a', 'a' "
+        "FROM generate_series(1, 50000) AS i")
+    conn.execute("ALTER TABLE training_data ENABLE TRIGGER USER")
+    conn.execute("ANALYZE training_data")
+    insert_row(conn, "small")  # a known model
+
+    def scans():
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        return {name: (scans, read) for name, scans, read in conn.execute(
+            "SELECT indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes "
+            "WHERE relname = 'training_data'").fetchall()}
+
+    # Wrong predictions read the window; after five reads in a session
+    # PostgreSQL may switch a statement to its generic plan.
+    for _ in range(8):
+        insert_row(conn, "small", label="a", prediction="b")
+    before = scans()
+    insert_row(conn, "small", label="a", prediction="b")
+    after = scans()
+    assert after["training_data_labelled_idx"][0] > before["training_data_labelled_idx"][0]
+    # The planner may peek at the primary key's newest id; it does not walk it.
+    assert after["training_data_pkey"][1] - before["training_data_pkey"][1] < 100
