@@ -162,7 +162,6 @@ BEGIN
 END;
 $$;
 
-DROP FUNCTION retrain_error_window(text, bigint, integer);
 CREATE OR REPLACE FUNCTION training_data_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql

@@ -25,9 +25,9 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.up.sql",
-                     sha256="b3c1f2b2f0a60f2fcf0a4614cd42e3805fa5495cbaec9ab7cd4b38e7a46cd62c")
+                     sha256="eeb1cbaaa788c69642d6cb2366caeacba8f2b4b460422b706cfdc671239b0413")
 
 
 def downgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.down.sql",
-                     sha256="9ddf3bd9d62e12228cc425e2bd6f7ce3b43abdc791098d33e134860f79cc6bf2")
+                     sha256="4d57c87983e178be29ce33500d8d516bf34f903e641fef943db9444f1564c299")

@@ -276,26 +276,6 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION retrain_error_window(
-    p_model_name text, p_after bigint, p_window integer,
-    OUT window_rows integer, OUT window_errors integer)
-LANGUAGE plpgsql STABLE
-SET search_path FROM CURRENT
-SET plan_cache_mode = force_custom_plan
-AS $$
-BEGIN
-    SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
-    INTO window_rows, window_errors
-    FROM (SELECT t.label, t.prediction
-          FROM training_data AS t
-          WHERE t.model_name = p_model_name
-            AND t.label IS NOT NULL AND t.prediction IS NOT NULL
-            AND t.id > p_after
-          ORDER BY t.model_name DESC, t.id DESC
-          LIMIT p_window) AS w;
-END;
-$$;
-
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
     p_threshold double precision,
@@ -342,9 +322,19 @@ BEGIN
         ORDER BY e.id DESC
         LIMIT 1;
 
-        SELECT w.window_rows, w.window_errors INTO v_window_rows, v_window_errors
-        FROM retrain_error_window(p_model_name, coalesce(v_window_after, 0),
-                                  p_error_window) AS w;
+        SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
+        INTO v_window_rows, v_window_errors
+        FROM (SELECT t.label, t.prediction
+              FROM training_data AS t
+              WHERE t.model_name = p_model_name
+                AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+                -- A row comparison only training_data_labelled_idx can
+                -- serve: the generic plan PostgreSQL settles on would
+                -- otherwise walk the primary key backwards and filter, which
+                -- for a model with 0.1% of 300k rows took 35 ms instead of 1.
+                AND (t.model_name, t.id) > (p_model_name, coalesce(v_window_after, 0))
+              ORDER BY t.model_name DESC, t.id DESC
+              LIMIT p_error_window) AS w;
         v_rate := v_window_errors::double precision / nullif(v_window_rows, 0);
 
         IF v_window_rows >= p_min_error_rows AND v_rate > p_threshold THEN
