@@ -640,29 +640,22 @@ BEGIN
                    ARRAY(SELECT n.id FROM inserted_rows AS n WHERE n.model_name = a.model_name),
                    a.scored, a.correct
             FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows)
-        SELECT a.model_name, a.max_error_rate, a.newest_scored, a.scored,
-               coalesce(p.enabled, d.enabled) AS enabled,
-               coalesce(p.error_rate_threshold, d.error_rate_threshold) AS threshold,
-               coalesce(p.error_window, d.error_window) AS error_window,
-               coalesce(p.min_error_rows, d.min_error_rows) AS min_error_rows,
-               v.version AS policy_version,
-               r.policy_version IS DISTINCT FROM v.version AND r.model_name IS NOT NULL
-                   AS copies_old,
-               -- A wrong prediction, or a due look at the window.
-               a.scored > a.correct OR (coalesce(r.error_check_due, false) AND a.scored > 0)
-                   AS check_window
-        FROM arrived AS a
-        CROSS JOIN retrain_policy_version AS v
-        JOIN retrain_policies AS d ON d.model_name = 'default'
-        LEFT JOIN retrain_policies AS p ON p.model_name = a.model_name
-        LEFT JOIN retrain_models AS r ON r.model_name = a.model_name
-        WHERE (coalesce(p.enabled, d.enabled)
-               AND (a.max_error_rate > coalesce(p.error_rate_threshold, d.error_rate_threshold)
-                    OR a.scored > a.correct
-                    OR (coalesce(r.error_check_due, false) AND a.scored > 0)))
-           OR (r.model_name IS NOT NULL AND r.policy_version <> v.version)
+        SELECT c.*
+        FROM (SELECT a.model_name, a.max_error_rate, a.newest_scored, a.scored,
+                     p.enabled, p.error_rate_threshold AS threshold, p.error_window,
+                     p.min_error_rows, v.version AS policy_version,
+                     r.model_name IS NOT NULL AND r.policy_version <> v.version AS copies_old,
+                     -- A wrong prediction, or a due look at the window.
+                     a.scored > a.correct OR (coalesce(r.error_check_due, false) AND a.scored > 0)
+                         AS check_window
+              FROM arrived AS a
+              CROSS JOIN retrain_policy_version AS v
+              CROSS JOIN LATERAL retrain_policy_for(a.model_name) AS p
+              LEFT JOIN retrain_models AS r ON r.model_name = a.model_name) AS c
+        WHERE (c.enabled AND (c.max_error_rate > c.threshold OR c.check_window))
+           OR c.copies_old
         -- One lock order for every statement, whatever models it writes.
-        ORDER BY a.model_name
+        ORDER BY c.model_name
     LOOP
         -- Old copies are renewed under the model's lock (its row is written
         -- by the holder of the lock), if it is free: a writer that holds it
@@ -755,14 +748,10 @@ BEGIN
                             FILTER (WHERE c.since_baseline), 0) AS correct_delta
             FROM changed AS c
             GROUP BY c.model_name)
-        SELECT pm.*,
-               coalesce(p.enabled, d.enabled) AS enabled,
-               coalesce(p.error_rate_threshold, d.error_rate_threshold) AS threshold,
-               coalesce(p.error_window, d.error_window) AS error_window,
-               coalesce(p.min_error_rows, d.min_error_rows) AS min_error_rows
+        SELECT pm.*, p.enabled, p.error_rate_threshold AS threshold, p.error_window,
+               p.min_error_rows
         FROM per_model AS pm
-        JOIN retrain_policies AS d ON d.model_name = 'default'
-        LEFT JOIN retrain_policies AS p ON p.model_name = pm.model_name
+        CROSS JOIN LATERAL retrain_policy_for(pm.model_name) AS p
         ORDER BY pm.model_name
     LOOP
         IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = m.model_name) THEN

@@ -25,7 +25,7 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0011_cheaper_insert_path.up.sql",
-                     sha256="eeb1cbaaa788c69642d6cb2366caeacba8f2b4b460422b706cfdc671239b0413")
+                     sha256="e963bdf5a74373cab5c139f3922b995b7f44712b2bffeffc219226de7c58b874")
 
 
 def downgrade() -> None:
