@@ -195,7 +195,9 @@ CREATE INDEX retrain_events_model_id_idx ON retrain_events (model_name, id);
 -- of the four values of its policy that a single-row INSERT needs, so that
 -- one index lookup serves it. The copies are used while policy_version is
 -- retrain_policy_version's; older ones are renewed by the model's next
--- statement (retrain_policies stays the one to change).
+-- statement (retrain_policies stays the one to change). Every single-row
+-- INSERT reads its model's row here, so it is written rarely: a row updated
+-- often leaves versions behind that each read walks past.
 CREATE TABLE retrain_models (
     model_name            text PRIMARY KEY,
     first_seen_at         timestamptz NOT NULL DEFAULT now(),
@@ -206,6 +208,34 @@ CREATE TABLE retrain_models (
     min_error_rows        integer NOT NULL DEFAULT 50,
     policy_version        bigint NOT NULL DEFAULT 0
 );
+
+-- An upper bound on the errors in a model's rolling window, so that most
+-- wrong predictions need not read the window (see
+-- retrain_check_training_rows): at its last full read the window held
+-- rows_at_least rows, and it has held at most errors_at_most errors then and
+-- since (every wrong prediction since is added). Valid while the window
+-- starts after the same row (window_after), has the same size and no rows
+-- were removed from training_data (removals). Written by the statements that
+-- bring wrong predictions, under the model's lock.
+CREATE TABLE retrain_window_bounds (
+    model_name      text PRIMARY KEY,
+    errors_at_most  integer NOT NULL,
+    rows_at_least   integer NOT NULL,
+    window_after    bigint NOT NULL,
+    window_size     integer NOT NULL,
+    removals        bigint NOT NULL
+);
+
+-- Moved on by every statement that takes rows out of training_data (DELETE,
+-- TRUNCATE, an UPDATE that moves rows to another model): a model's window
+-- may then hold fewer rows than at its last read, so the bounds kept in
+-- retrain_window_bounds are not used again.
+CREATE TABLE training_data_removals (
+    one_row   boolean PRIMARY KEY DEFAULT true
+        CONSTRAINT one_row_only CHECK (one_row),
+    removals  bigint NOT NULL DEFAULT 0
+);
+INSERT INTO training_data_removals DEFAULT VALUES;
 
 -- Schedule periods already fired, so that concurrent schedule checks record
 -- one schedule event per model and period.
@@ -457,7 +487,10 @@ $$;
 -- or when the model's error_check_due is set, because a correct row can
 -- still make it fire: the window was over the threshold with fewer than
 -- min_error_rows rows, or the model's policy changed since the last look.
--- p_newest_row_id is reported in details.
+-- p_newest_row_id is reported in details; p_new_errors is how many wrong
+-- predictions the statement added (NULL: not known, for an UPDATE), which
+-- lets the upper bound kept in retrain_window_bounds stand in for most
+-- reads.
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
     p_threshold double precision,
@@ -467,14 +500,18 @@ CREATE FUNCTION retrain_check_training_rows(
     p_max_error_row_id bigint,
     p_over_rows bigint,
     p_check_window boolean,
-    p_newest_row_id bigint)
+    p_newest_row_id bigint,
+    p_new_errors bigint)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_window_after   bigint;
     v_due            boolean;
+    b                retrain_window_bounds;
+    v_window_after   bigint;
+    v_removals       bigint;
+    v_keep_bound     boolean;
     v_window_rows    integer;
     v_window_errors  integer;
     v_rate           double precision;
@@ -497,38 +534,59 @@ BEGIN
         SELECT r.error_check_due INTO v_due
         FROM retrain_models AS r
         WHERE r.model_name = p_model_name;
+        SELECT * INTO b FROM retrain_window_bounds AS w WHERE w.model_name = p_model_name;
         -- Since the model's last successful retrain.
-        SELECT e.error_window_after INTO v_window_after
-        FROM retrain_events AS e
-        WHERE e.model_name = p_model_name AND e.status = 'succeeded'
-        ORDER BY e.id DESC
-        LIMIT 1;
+        SELECT coalesce((SELECT e.error_window_after FROM retrain_events AS e
+                         WHERE e.model_name = p_model_name AND e.status = 'succeeded'
+                         ORDER BY e.id DESC
+                         LIMIT 1), 0),
+               (SELECT x.removals FROM training_data_removals AS x)
+        INTO v_window_after, v_removals;
+        -- A transaction whose snapshot is older than its statements (REPEATABLE
+        -- READ, SERIALIZABLE) may not see the newest bound: it reads the window.
+        v_keep_bound := current_setting('transaction_isolation') = 'read committed'
+                        AND v_removals IS NOT NULL;
 
-        SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
-        INTO v_window_rows, v_window_errors
-        FROM (SELECT t.label, t.prediction
-              FROM training_data AS t
-              WHERE t.model_name = p_model_name
-                AND t.label IS NOT NULL AND t.prediction IS NOT NULL
-                -- A row comparison only training_data_labelled_idx can
-                -- serve: the generic plan PostgreSQL settles on would
-                -- otherwise walk the primary key backwards and filter, which
-                -- for a model with 0.1% of 300k rows took 35 ms instead of 1.
-                AND (t.model_name, t.id) > (p_model_name, coalesce(v_window_after, 0))
-              ORDER BY t.model_name DESC, t.id DESC
-              LIMIT p_error_window) AS w;
-        v_rate := v_window_errors::double precision / nullif(v_window_rows, 0);
+        IF v_keep_bound AND NOT v_due AND p_new_errors IS NOT NULL
+           AND b.window_after = v_window_after AND b.window_size = p_error_window
+           AND b.removals = v_removals AND b.rows_at_least > 0
+           AND (b.errors_at_most + p_new_errors)::double precision
+               / b.rows_at_least <= p_threshold THEN
+            -- The window holds at least as many rows as at its last read (rows
+            -- only leave it to make room for newer ones) and at most the errors
+            -- then plus the wrong predictions since (a correct prediction cannot
+            -- add one; every wrong one adds to the bound under the model lock,
+            -- committed with its row): the rate cannot be over the threshold.
+            v_window_errors := b.errors_at_most + p_new_errors;
+            v_window_rows := b.rows_at_least;
+            v_armed := false;
+        ELSE
+            SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
+            INTO v_window_rows, v_window_errors
+            FROM (SELECT t.label, t.prediction
+                  FROM training_data AS t
+                  WHERE t.model_name = p_model_name
+                    AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+                    -- A row comparison only training_data_labelled_idx can
+                    -- serve: the generic plan PostgreSQL settles on would
+                    -- otherwise walk the primary key backwards and filter, which
+                    -- for a model with 0.1% of 300k rows took 35 ms instead of 1.
+                    AND (t.model_name, t.id) > (p_model_name, v_window_after)
+                  ORDER BY t.model_name DESC, t.id DESC
+                  LIMIT p_error_window) AS w;
+            v_rate := v_window_errors::double precision / nullif(v_window_rows, 0);
 
-        IF v_window_rows >= p_min_error_rows AND v_rate > p_threshold THEN
-            v_observed := v_observed || jsonb_build_object(
-                'rolling_error_rate', v_rate,
-                'window_rows', v_window_rows,
-                'threshold', p_threshold,
-                'newest_row_id', p_newest_row_id);
-            v_firings := greatest(v_firings, 1);
+            IF v_window_rows >= p_min_error_rows AND v_rate > p_threshold THEN
+                v_observed := v_observed || jsonb_build_object(
+                    'rolling_error_rate', v_rate,
+                    'window_rows', v_window_rows,
+                    'threshold', p_threshold,
+                    'newest_row_id', p_newest_row_id);
+                v_firings := greatest(v_firings, 1);
+            END IF;
+
+            v_armed := coalesce(v_window_rows < p_min_error_rows AND v_rate > p_threshold, false);
         END IF;
-
-        v_armed := coalesce(v_window_rows < p_min_error_rows AND v_rate > p_threshold, false);
     END IF;
 
     IF v_firings > 0 THEN
@@ -542,16 +600,31 @@ BEGIN
         UPDATE retrain_models SET error_check_due = v_armed
         WHERE model_name = p_model_name;
     END IF;
+    IF v_keep_bound THEN
+        UPDATE retrain_window_bounds
+        SET errors_at_most = v_window_errors, rows_at_least = v_window_rows,
+            window_after = v_window_after, window_size = p_error_window,
+            removals = v_removals
+        WHERE model_name = p_model_name;
+        IF NOT FOUND THEN
+            INSERT INTO retrain_window_bounds
+                (model_name, errors_at_most, rows_at_least, window_after, window_size, removals)
+            VALUES (p_model_name, v_window_errors, v_window_rows, v_window_after,
+                    p_error_window, v_removals)
+            ON CONFLICT (model_name) DO NOTHING;
+        END IF;
+    END IF;
 END;
 $$;
 
 -- Statement-level, so a bulk COPY pays a few set-based queries, not a query
 -- per row. A single-row statement (an ETL job's INSERTs, a serving path
--- logging predictions) pays this on every row, so it has a path of its own:
--- one query (the row and its model's retrain_models row, policy copies
--- included, and the policy version) and one insert, and no lock and no
--- window read unless the row can fire something. Each statement here is measured in
--- bench/insert_overhead.py.
+-- logging predictions) pays this on every row, so it has a path of its own.
+-- Most such rows can fire nothing: for them one statement reads the row and
+-- its model's retrain_models row (policy copies included, and the policy
+-- version) and writes the drift monitor's arrival record; no lock, no window
+-- read. Each statement here is measured in bench/insert_overhead.py and
+-- bench/insert_instructions.py.
 CREATE FUNCTION training_data_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -580,6 +653,28 @@ DECLARE
     v_over        bigint;
     v_row_id      bigint;
 BEGIN
+    -- The common case, whole: the statement's only row, of a known model
+    -- whose policy is enabled and whose copies are current, that can fire
+    -- nothing (error_rate at most the threshold; not a wrong prediction;
+    -- not scored while the model's window must be looked at). Then it is
+    -- correct if scored. Every expression here is compiled again for each
+    -- statement, so they are few and mostly free of function calls.
+    INSERT INTO drift_inbox (model_name, lo_id, hi_id, scored, correct)
+    SELECT n.model_name, n.id, n.id,
+           CASE WHEN n.label IS NULL OR n.prediction IS NULL THEN 0 ELSE 1 END,
+           CASE WHEN n.label IS NULL OR n.prediction IS NULL THEN 0 ELSE 1 END
+    FROM inserted_rows AS n
+    JOIN retrain_models AS r ON r.model_name = n.model_name
+    WHERE r.enabled
+      AND (n.error_rate > r.error_rate_threshold) IS NOT TRUE
+      AND CASE WHEN r.error_check_due THEN n.label IS NULL OR n.prediction IS NULL
+               ELSE (n.label <> n.prediction) IS NOT TRUE END
+      AND r.policy_version = (SELECT v.version FROM retrain_policy_version AS v)
+      AND NOT EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id);
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+
     SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
            EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
            coalesce(r.policy_version = (SELECT v.version FROM retrain_policy_version AS v),
@@ -606,7 +701,8 @@ BEGIN
             PERFORM retrain_check_training_rows(
                 v_model_name, v_threshold, v_window, v_min_rows, v_error_rate, v_id, 1,
                 v_label <> v_prediction OR (v_due AND v_scored),
-                CASE WHEN v_scored THEN v_id END);
+                CASE WHEN v_scored THEN v_id END,
+                coalesce(v_label <> v_prediction, false)::integer);
         END IF;
         RETURN NULL;
     END IF;
@@ -642,7 +738,7 @@ BEGIN
             FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows)
         SELECT c.*
         FROM (SELECT a.model_name, a.max_error_rate, a.newest_scored, a.scored,
-                     p.enabled, p.error_rate_threshold AS threshold, p.error_window,
+                     a.scored - a.correct AS new_errors, p.enabled, p.error_rate_threshold AS threshold, p.error_window,
                      p.min_error_rows, v.version AS policy_version,
                      r.model_name IS NOT NULL AND r.policy_version <> v.version AS copies_old,
                      -- A wrong prediction, or a due look at the window.
@@ -684,7 +780,7 @@ BEGIN
         PERFORM retrain_check_training_rows(
             m.model_name, m.threshold, m.error_window, m.min_error_rows, m.max_error_rate,
             v_row_id, v_over, m.check_window OR (v_renewed AND m.scored > 0),
-            m.newest_scored);
+            m.newest_scored, m.new_errors);
     END LOOP;
     RETURN NULL;
 END;
@@ -692,7 +788,8 @@ $$;
 
 -- Statement-level on UPDATE: a row fires when its error_rate, label or
 -- prediction changed. A label that arrives later, or a corrected one, is in
--- the rolling window from then on (it reads the rows as they are now).
+-- the rolling window from then on (it reads the rows as they are now). Rows
+-- moved to another model leave their old model's window, as if removed.
 CREATE FUNCTION training_data_after_update()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -704,10 +801,12 @@ DECLARE
     m         record;
     v_over    bigint;
     v_row_id  bigint;
+    v_moved   boolean := false;
 BEGIN
     FOR m IN
         WITH changed AS (
             SELECT n.id, n.model_name, n.error_rate,
+                   n.model_name IS DISTINCT FROM o.model_name AS moved,
                    (o.label IS NOT NULL AND o.prediction IS NOT NULL) AS was_scored,
                    (n.label IS NOT NULL AND n.prediction IS NOT NULL) AS is_scored,
                    n.label <> n.prediction AS is_error,
@@ -733,6 +832,7 @@ BEGIN
                OR n.model_name IS DISTINCT FROM o.model_name),
         per_model AS (
             SELECT c.model_name,
+                   bool_or(c.moved) AS moved,
                    max(c.error_rate) AS max_error_rate,
                    -- Rows that entered or left the window, or whose outcome
                    -- changed: the rolling error rate may have risen.
@@ -757,6 +857,7 @@ BEGIN
         IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = m.model_name) THEN
             INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
         END IF;
+        v_moved := v_moved OR m.moved;
         v_over := 0;
         v_row_id := NULL;
         IF m.enabled AND m.max_error_rate > m.threshold THEN
@@ -773,13 +874,30 @@ BEGIN
         IF m.enabled THEN
             PERFORM retrain_check_training_rows(m.model_name, m.threshold, m.error_window,
                                                 m.min_error_rows, m.max_error_rate, v_row_id,
-                                                v_over, m.window_changed, m.newest_scored);
+                                                v_over, m.window_changed, m.newest_scored, NULL);
         END IF;
         IF m.scored_delta <> 0 OR m.correct_delta <> 0 THEN
             INSERT INTO drift_inbox (model_name, scored, correct)
             VALUES (m.model_name, m.scored_delta, m.correct_delta);
         END IF;
     END LOOP;
+    IF v_moved THEN
+        UPDATE training_data_removals SET removals = removals + 1;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- DELETE and TRUNCATE: the windows' bounds are not used again (see
+-- training_data_removals). Nothing fires.
+CREATE FUNCTION training_data_after_removal()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    UPDATE training_data_removals SET removals = removals + 1;
     RETURN NULL;
 END;
 $$;
@@ -793,6 +911,10 @@ CREATE TRIGGER training_data_check_updated
     AFTER UPDATE ON training_data
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS updated_rows
     FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_update();
+
+CREATE TRIGGER training_data_rows_removed
+    AFTER DELETE OR TRUNCATE ON training_data
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_removal();
 
 -- ---------------------------------------------------------------------------
 -- model_metrics: performance, accuracy_drop, drift_and_accuracy, drift

@@ -1,6 +1,8 @@
 """SPEC section 2, reason `error_rate`: the value a training_data row reports,
 and the rolling error rate of the model's newest scored rows."""
 
+import math
+import random
 import threading
 
 import psycopg
@@ -545,3 +547,164 @@ def test_the_window_of_a_small_model_is_read_on_its_own_index(conn):
     assert after["training_data_labelled_idx"][0] > before["training_data_labelled_idx"][0]
     # The planner may peek at the primary key's newest id; it does not walk it.
     assert after["training_data_pkey"][1] - before["training_data_pkey"][1] < 100
+
+
+# ---------------------------------------------------------------------------
+# The bound on a window's errors: most wrong predictions do not read the
+# window, yet every decision is the one a full read would make
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wide_window(conn):
+    set_policy(conn, "m", error_window=100, min_error_rows=5)
+    return "m"
+
+
+def _a_quiet_window_of(conn, rows: int) -> list[int]:
+    """rows scored rows, one wrong (the last): 1/rows, under 0.1; the wrong
+    one makes the model read its window, which leaves a bound behind."""
+    ids = insert_scored_batch(conn, "m", [False] * (rows - 1) + [True])
+    assert events(conn) == []
+    return ids
+
+
+def test_deleting_rows_from_the_window_is_seen_by_the_next_wrong_prediction(conn, wide_window):
+    ids = _a_quiet_window_of(conn, 91)
+    conn.execute("DELETE FROM training_data WHERE id = ANY (%s)", (ids[:85],))
+    # Left: 6 scored rows, 1 wrong; one more wrong: 2/7, over 0.1. By the
+    # bound kept before the delete (1 error in 91 rows) it could not be.
+    insert_scored(conn, "m", [True])
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 7
+    assert detail["rolling_error_rate"] == pytest.approx(2 / 7)
+
+
+def test_truncating_training_data_is_seen_by_the_next_wrong_prediction(conn, wide_window):
+    _a_quiet_window_of(conn, 91)
+    conn.execute("TRUNCATE training_data")
+    insert_scored(conn, "m", [False] * 4)
+    insert_scored(conn, "m", [True])  # 1/5
+    assert only_event(conn, "m")["details"]["error_rate"]["first"]["window_rows"] == 5
+
+
+def test_rows_moved_to_another_model_leave_the_old_models_window(conn, wide_window):
+    ids = _a_quiet_window_of(conn, 91)
+    conn.execute("UPDATE training_data SET model_name = 'other' WHERE id = ANY (%s)", (ids[:85],))
+    insert_scored(conn, "m", [True])
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 7
+    assert detail["rolling_error_rate"] == pytest.approx(2 / 7)
+
+
+def test_a_smaller_window_is_read_again(conn, wide_window):
+    _a_quiet_window_of(conn, 91)  # the wrong row is the newest
+    set_policy(conn, "m", error_window=5)
+    # The window: the newest 5 rows, 1 wrong; one more wrong: 2/5.
+    insert_scored(conn, "m", [True])
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 5
+    assert detail["rolling_error_rate"] == pytest.approx(2 / 5)
+
+
+def test_a_repeatable_read_writer_does_not_fail_on_a_bound_written_meanwhile(conn, db_url,
+                                                                           wide_window):
+    _a_quiet_window_of(conn, 91)
+    with psycopg.connect(db_url) as rr:
+        rr.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        rr.execute("SELECT count(*) FROM training_data").fetchone()  # takes the snapshot
+        insert_scored(conn, "m", [True])  # another writer moves the bound on, and commits
+        insert_scored(rr, "m", [True])  # reads the window as of its snapshot
+        rr.commit()
+    assert events(conn) == []
+
+
+def test_window_decisions_match_a_recount_after_every_statement(conn):
+    """A long random run of single-row and multi-row inserts, label updates,
+    deletes, moves to another model and successful retrains, with the error
+    rate moving across the threshold and back: after every statement the
+    model's error_rate firings are what a recount of its window from the
+    table gives."""
+    window, min_rows, threshold = 40, 10, 0.1
+    set_policy(conn, "m", error_window=window, min_error_rows=min_rows,
+               error_rate_threshold=threshold, cooldown="0", schedule_interval=None)
+    rnd = random.Random(20261201)
+    due = False
+
+    def window_now():
+        after = conn.execute(
+            "SELECT coalesce((SELECT error_window_after FROM retrain_events "
+            "WHERE model_name = 'm' AND status = 'succeeded' ORDER BY id DESC LIMIT 1), 0)"
+        ).fetchone()[0]
+        rows = conn.execute(
+            "SELECT label <> prediction FROM training_data WHERE model_name = 'm' "
+            "AND label IS NOT NULL AND prediction IS NOT NULL AND id > %s "
+            "ORDER BY id DESC LIMIT %s", (after, window)).fetchall()
+        return len(rows), sum(1 for (wrong,) in rows if wrong)
+
+    def firings():
+        return conn.execute(
+            "SELECT coalesce(sum((details -> 'error_rate' ->> 'count')::bigint), 0) "
+            "FROM retrain_events WHERE model_name = 'm'").fetchone()[0]
+
+    def scored_rows(count, wrong_share):
+        return [rnd.random() < wrong_share for _ in range(count)]
+
+    def recent_ids(scored_correct_only=False):
+        cond = "AND label = prediction" if scored_correct_only else ""
+        return [r[0] for r in conn.execute(
+            f"SELECT id FROM training_data WHERE model_name = 'm' {cond} "
+            "ORDER BY id DESC LIMIT 60").fetchall()]
+
+    seen = firings()
+    for step in range(500):
+        # The share of wrong predictions drifts across the threshold and back.
+        wrong_share = 0.02 + 0.2 * (1 + math.sin(step / 25)) / 2
+        action = rnd.random()
+        checks = False
+        if action < 0.70:
+            wrong = rnd.random() < wrong_share
+            insert_scored(conn, "m", [wrong])
+            checks = wrong or due
+        elif action < 0.80:
+            outcomes = scored_rows(rnd.randint(2, 6), wrong_share)
+            insert_scored_batch(conn, "m", outcomes)
+            checks = any(outcomes) or due
+        elif action < 0.85:
+            insert_row(conn, "m")  # unscored: nothing to look at
+        elif action < 0.91:
+            ids = recent_ids()
+            if ids:
+                row = rnd.choice(ids)
+                before = conn.execute("SELECT label IS NOT NULL AND prediction IS NOT NULL, "
+                                      "label <> prediction FROM training_data WHERE id = %s",
+                                      (row,)).fetchone()
+                prediction = rnd.choice(["a", "b"])
+                conn.execute("UPDATE training_data SET label = 'a', prediction = %s "
+                             "WHERE id = %s", (prediction, row))
+                checks = before != (True, prediction != "a")
+        elif action < 0.95:
+            ids = recent_ids(scored_correct_only=True)
+            if ids:
+                conn.execute("DELETE FROM training_data WHERE id = ANY (%s)",
+                             (rnd.sample(ids, min(len(ids), rnd.randint(1, 20))),))
+        elif action < 0.98:
+            ids = recent_ids(scored_correct_only=True)
+            if ids:
+                conn.execute("UPDATE training_data SET model_name = 'other' WHERE id = %s",
+                             (rnd.choice(ids),))
+        else:
+            cancel_pending(conn, "m")
+            finish_retrain(conn, "m")  # the window starts again; a due look stays due
+        expected = 0
+        if checks:
+            rows, errors = window_now()
+            rate = errors / rows if rows else None
+            if rows >= min_rows and rate > threshold:
+                expected = 1
+            due = rows < min_rows and rate is not None and rate > threshold
+        now = firings()
+        assert now - seen == expected, f"step {step}: {now - seen} firings, expected {expected}"
+        seen = now
+    # The run crossed the threshold both ways, and fired.
+    assert seen > 0
