@@ -84,7 +84,7 @@ def statements(case: str, rows: int, warmup: int) -> str:
     lines = [
         "SET synchronous_commit = off",
         f"ALTER TABLE training_data {toggle} TRIGGER USER",
-        "TRUNCATE training_data, drift_inbox, retrain_events RESTART IDENTITY",
+        "TRUNCATE training_data, retrain_events, retrain_window_bounds RESTART IDENTITY",
         # The model is known, as in any load after its first row.
         "INSERT INTO retrain_models (model_name) VALUES ('churn') ON CONFLICT DO NOTHING",
         "PREPARE ins(int, text) AS INSERT INTO training_data "

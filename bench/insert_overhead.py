@@ -50,7 +50,8 @@ RESET_SQL = [
     "TRUNCATE retrain_events, retrain_models RESTART IDENTITY",
 ]
 # Other state the insert path writes, in schema revisions that have it.
-OPTIONAL_RESET_TABLES = ("drift_inbox", "retrain_error_windows")
+OPTIONAL_RESET_TABLES = ("drift_inbox", "retrain_error_windows", "retrain_window_bounds",
+                         "drift_label_changes")
 ALL_CASES = ("copy", "insert", "copy_quiet", "insert_quiet", "copy_fire", "insert_fire")
 
 

@@ -622,9 +622,9 @@ $$;
 -- logging predictions) pays this on every row, so it has a path of its own.
 -- Most such rows can fire nothing: for them one statement reads the row and
 -- its model's retrain_models row (policy copies included, and the policy
--- version) and writes the drift monitor's arrival record; no lock, no window
--- read. Each statement here is measured in bench/insert_overhead.py and
--- bench/insert_instructions.py.
+-- version); no lock, no write, no window read. (The drift monitor counts
+-- rows itself, see drift_horizon_advance.) Each statement here is measured
+-- in bench/insert_overhead.py and bench/insert_instructions.py.
 CREATE FUNCTION training_data_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -656,13 +656,10 @@ BEGIN
     -- The common case, whole: the statement's only row, of a known model
     -- whose policy is enabled and whose copies are current, that can fire
     -- nothing (error_rate at most the threshold; not a wrong prediction;
-    -- not scored while the model's window must be looked at). Then it is
-    -- correct if scored. Every expression here is compiled again for each
-    -- statement, so they are few and mostly free of function calls.
-    INSERT INTO drift_inbox (model_name, lo_id, hi_id, scored, correct)
-    SELECT n.model_name, n.id, n.id,
-           CASE WHEN n.label IS NULL OR n.prediction IS NULL THEN 0 ELSE 1 END,
-           CASE WHEN n.label IS NULL OR n.prediction IS NULL THEN 0 ELSE 1 END
+    -- not scored while the model's window must be looked at). Every
+    -- expression here is compiled again for each statement, so they are few
+    -- and mostly free of function calls.
+    PERFORM
     FROM inserted_rows AS n
     JOIN retrain_models AS r ON r.model_name = n.model_name
     WHERE r.enabled
@@ -692,10 +689,6 @@ BEGIN
     -- set-based statement below.
     IF v_known AND NOT v_more_rows THEN
         v_scored := v_label IS NOT NULL AND v_prediction IS NOT NULL;
-        -- Tells the drift monitor that the row arrived; commits with it.
-        INSERT INTO drift_inbox (model_name, lo_id, hi_id, scored, correct)
-        VALUES (v_model_name, v_id, v_id, v_scored::integer,
-                coalesce(v_label = v_prediction, false)::integer);
         IF v_enabled AND (v_error_rate > v_threshold OR v_label <> v_prediction
                           OR (v_due AND v_scored)) THEN
             PERFORM retrain_check_training_rows(
@@ -707,35 +700,23 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- Any other statement: one set-based statement registers the models,
-    -- tells the drift monitor which rows arrived, and returns only the
-    -- models for which something may fire or whose policy copies are old.
+    -- Any other statement: one set-based statement registers the models and
+    -- returns only the models for which something may fire or whose policy
+    -- copies are old.
     FOR m IN
         WITH arrived AS (
             SELECT n.model_name,
                    max(n.error_rate) AS max_error_rate,
                    count(*) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS scored,
                    count(*) FILTER (WHERE n.label = n.prediction) AS correct,
-                   max(n.id) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS newest_scored,
-                   count(*) AS n_rows, min(n.id) AS lo_id, max(n.id) AS hi_id
+                   max(n.id) FILTER (WHERE n.label IS NOT NULL AND n.prediction IS NOT NULL) AS newest_scored
             FROM inserted_rows AS n
             GROUP BY n.model_name),
         registered AS (
             INSERT INTO retrain_models (model_name)
             SELECT a.model_name FROM arrived AS a
             WHERE NOT EXISTS (SELECT FROM retrain_models AS r WHERE r.model_name = a.model_name)
-            ON CONFLICT DO NOTHING),
-        -- Arrivals for the drift monitor, committed with the rows: a range
-        -- when the ids are contiguous (any single-writer load), else the ids.
-        inbox AS (
-            INSERT INTO drift_inbox (model_name, lo_id, hi_id, row_ids, scored, correct)
-            SELECT a.model_name, a.lo_id, a.hi_id, NULL, a.scored, a.correct
-            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 = a.n_rows
-            UNION ALL
-            SELECT a.model_name, NULL, NULL,
-                   ARRAY(SELECT n.id FROM inserted_rows AS n WHERE n.model_name = a.model_name),
-                   a.scored, a.correct
-            FROM arrived AS a WHERE a.hi_id - a.lo_id + 1 <> a.n_rows)
+            ON CONFLICT DO NOTHING)
         SELECT c.*
         FROM (SELECT a.model_name, a.max_error_rate, a.newest_scored, a.scored,
                      a.scored - a.correct AS new_errors, p.enabled, p.error_rate_threshold AS threshold, p.error_window,
@@ -811,17 +792,9 @@ BEGIN
                    (n.label IS NOT NULL AND n.prediction IS NOT NULL) AS is_scored,
                    n.label <> n.prediction AS is_error,
                    o.label <> o.prediction AS was_error,
-                   -- Counted by the monitor since the baseline: newer than
-                   -- it, or committed after it with an older id (its
-                   -- arrival still in the inbox, or already recorded late).
+                   -- Maybe counted by the monitor since the baseline, or to
+                   -- be: above its max_row_id (refresh_drift decides).
                    (SELECT n.id > d.max_row_id
-                           OR EXISTS (SELECT FROM drift_inbox AS i
-                                      WHERE i.model_name = n.model_name
-                                        AND (n.id BETWEEN i.lo_id AND i.hi_id
-                                             OR n.id = ANY (i.row_ids)))
-                           OR EXISTS (SELECT FROM drift_late_rows AS l
-                                      WHERE l.model_name = n.model_name
-                                        AND n.id BETWEEN l.lo_id AND l.hi_id)
                     FROM drift_baselines AS d
                     WHERE d.model_name = n.model_name) AS since_baseline
             FROM updated_rows AS n
@@ -839,14 +812,20 @@ BEGIN
                    bool_or(c.is_scored IS DISTINCT FROM c.was_scored
                            OR c.is_error IS DISTINCT FROM c.was_error) AS window_changed,
                    max(c.id) FILTER (WHERE c.is_scored OR c.was_scored) AS newest_scored,
-                   -- For the drift monitor's accuracy: labelled and correct rows
-                   -- gained or lost since the baseline.
-                   coalesce(sum(c.is_scored::int - c.was_scored::int)
-                            FILTER (WHERE c.since_baseline), 0) AS scored_delta,
-                   coalesce(sum((c.is_scored AND NOT c.is_error)::int
-                                - (c.was_scored AND NOT c.was_error)::int)
-                            FILTER (WHERE c.since_baseline), 0) AS correct_delta
-            FROM changed AS c
+                   -- For the drift monitor's accuracy: per row, the labelled
+                   -- and correct rows gained or lost since the baseline.
+                   array_agg(c.id) FILTER (WHERE c.counts_change) AS change_ids,
+                   array_agg(c.scored_delta) FILTER (WHERE c.counts_change) AS scored_deltas,
+                   array_agg(c.correct_delta) FILTER (WHERE c.counts_change) AS correct_deltas
+            FROM (SELECT ch.*, d.scored_delta, d.correct_delta,
+                         ch.since_baseline AND (d.scored_delta <> 0 OR d.correct_delta <> 0)
+                             AS counts_change
+                  FROM changed AS ch
+                  CROSS JOIN LATERAL (
+                      SELECT ch.is_scored::int - ch.was_scored::int AS scored_delta,
+                             (ch.is_scored AND NOT ch.is_error)::int
+                             - (ch.was_scored AND NOT ch.was_error)::int AS correct_delta) AS d
+                 ) AS c
             GROUP BY c.model_name)
         SELECT pm.*, p.enabled, p.error_rate_threshold AS threshold, p.error_window,
                p.min_error_rows
@@ -876,9 +855,9 @@ BEGIN
                                                 m.min_error_rows, m.max_error_rate, v_row_id,
                                                 v_over, m.window_changed, m.newest_scored, NULL);
         END IF;
-        IF m.scored_delta <> 0 OR m.correct_delta <> 0 THEN
-            INSERT INTO drift_inbox (model_name, scored, correct)
-            VALUES (m.model_name, m.scored_delta, m.correct_delta);
+        IF m.change_ids IS NOT NULL THEN
+            INSERT INTO drift_label_changes (model_name, row_ids, scored, correct)
+            VALUES (m.model_name, m.change_ids, m.scored_deltas, m.correct_deltas);
         END IF;
     END LOOP;
     IF v_moved THEN
@@ -889,7 +868,8 @@ END;
 $$;
 
 -- DELETE and TRUNCATE: the windows' bounds are not used again (see
--- training_data_removals). Nothing fires.
+-- training_data_removals). Nothing fires. After a TRUNCATE (which may
+-- restart the ids) every row to come is new to the drift monitor.
 CREATE FUNCTION training_data_after_removal()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -898,6 +878,13 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     UPDATE training_data_removals SET removals = removals + 1;
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE drift_horizon SET counted_id = 0, newest_id = 0;
+        DELETE FROM drift_writers;
+        DELETE FROM drift_label_changes;
+        UPDATE drift_baselines SET max_row_id = 0, before_ids = '{}'
+        WHERE max_row_id <> 0 OR before_ids <> '{}';
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -1220,13 +1207,17 @@ $$;
 -- The drift monitor (SPEC section 6)
 -- ---------------------------------------------------------------------------
 --
--- The insert path only records which rows arrived (drift_inbox: one row per
--- statement and model, a range of ids or, when ids interleave with another
--- writer's, their list) and the labelled/correct counts it saw. Entries
--- commit with the rows, so a row whose transaction commits late is still
--- counted, exactly once. refresh_drift() takes a model's entries, bins just
--- those rows in one set-based statement and appends a 'monitor' metrics row:
--- its cost follows the new rows, never the size of training_data.
+-- The insert path writes nothing for the monitor. refresh_drift() counts
+-- training_data by id, up to a horizon below which every row that will ever
+-- be visible is visible already (drift_horizon_advance): the newest visible
+-- id, held back by the transactions writing training_data, each of which
+-- can only have rows above the newest id visible before it began to write.
+-- So a row whose transaction commits after rows with higher ids is counted
+-- once it commits, exactly once; a long-open writer delays the count of the
+-- rows that arrived meanwhile, and loses none. A refresh bins just the rows
+-- between the last horizon and this one, in one set-based statement, and
+-- appends a 'monitor' metrics row: its cost follows the new rows, never the
+-- size of training_data.
 
 -- A model's current baseline and the running totals since it was stored.
 CREATE TABLE drift_baselines (
@@ -1235,13 +1226,17 @@ CREATE TABLE drift_baselines (
     event_id       bigint,
     created_at     timestamptz NOT NULL DEFAULT now(),
     baseline_rows  bigint NOT NULL,
-    -- The newest training_data id when the baseline was stored: a label that
-    -- arrives later by UPDATE counts towards the recent accuracy above it.
+    -- The rows committed after the baseline was stored are its recent rows:
+    -- those above max_row_id (the counting horizon then) but for the ones
+    -- visible then (before_ids); so are labels that reach them later.
     max_row_id     bigint NOT NULL,
     recent_rows    bigint NOT NULL DEFAULT 0,
     labelled_rows  bigint NOT NULL DEFAULT 0,
     correct_rows   bigint NOT NULL DEFAULT 0,
-    refreshed_at   timestamptz
+    refreshed_at   timestamptz,
+    before_ids     int8multirange NOT NULL DEFAULT '{}',
+    -- New rows or labels were counted that no 'monitor' row has reported yet.
+    report_due     boolean NOT NULL DEFAULT false
 );
 
 -- Per feature: how a value finds its bin. numeric: width_bucket(value,
@@ -1269,30 +1264,130 @@ CREATE TABLE drift_bins (
     FOREIGN KEY (model_name, feature) REFERENCES drift_features ON DELETE CASCADE
 );
 
-CREATE TABLE drift_inbox (
-    model_name  text NOT NULL,
-    lo_id       bigint,     -- rows lo_id..hi_id, all of them this statement's
-    hi_id       bigint,
-    row_ids     bigint[],   -- or exactly these rows
-    scored      bigint NOT NULL DEFAULT 0,   -- labelled rows with a prediction (delta)
-    correct     bigint NOT NULL DEFAULT 0    -- of which prediction = label (delta)
+-- How far the monitor has counted (see drift_horizon_advance): every row
+-- with an id up to counted_id that will ever be visible has been counted, for
+-- the models with a baseline. newest_id: the newest visible id at the last
+-- look, the bound for writers that appear after it.
+CREATE TABLE drift_horizon (
+    one_row     boolean PRIMARY KEY DEFAULT true
+        CONSTRAINT one_row_only CHECK (one_row),
+    counted_id  bigint NOT NULL DEFAULT 0,
+    newest_id   bigint NOT NULL DEFAULT 0,
+    counted_at  timestamptz
 );
-CREATE INDEX drift_inbox_model_idx ON drift_inbox (model_name);
+INSERT INTO drift_horizon DEFAULT VALUES;
 
--- Rows counted since the baseline although their ids are below its
--- max_row_id (their transactions committed after it): few, and what lets a
--- label that reaches them later count towards the monitor's accuracy.
-CREATE TABLE drift_late_rows (
-    model_name  text NOT NULL REFERENCES drift_baselines ON DELETE CASCADE,
+-- The transactions that held a write lock on training_data at the last
+-- look, and an id that none of their rows is at or below. A writer that
+-- stays open holds the horizon at its lo_id: `seen_since` says how long.
+CREATE TABLE drift_writers (
+    vxid        text PRIMARY KEY,
+    pid         integer,
     lo_id       bigint NOT NULL,
-    hi_id       bigint NOT NULL
+    seen_since  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX drift_late_rows_model_idx ON drift_late_rows (model_name, lo_id);
+
+-- Labels and predictions changed by UPDATE, per statement and model: the
+-- rows, and by how much each changed the labelled and the correct counts.
+-- The next refresh adds the changes of rows it had counted already; a row
+-- it counts later is counted as it is then.
+CREATE TABLE drift_label_changes (
+    model_name  text NOT NULL,
+    row_ids     bigint[] NOT NULL,
+    scored      integer[] NOT NULL,
+    correct     integer[] NOT NULL
+);
+
+-- Advances the bookkeeping of the counting horizon and returns it: every
+-- training_data row with an id at or below it that will ever be visible is
+-- visible to statements that start after this returns. Callers count in a
+-- later statement of the same READ COMMITTED transaction, and take the
+-- greater of this and drift_horizon.counted_id (deletes can lower it).
+-- Holds drift_horizon's row to the end of the transaction: one counter at a
+-- time. With p_wait false it returns NULL at once, counting nothing, while
+-- another transaction holds training_data exclusively (DDL, VACUUM FULL).
+--
+-- Why it holds: ids come from training_data's identity sequence in the
+-- order they are handed out (CACHE 1, checked). Every id at or below the
+-- newest visible one was handed out before this look. A transaction that
+-- handed one out and has not finished has held a write lock on
+-- training_data since before it did (statements lock their tables before
+-- they run), so pg_locks lists it. And a writer that pg_locks did not list
+-- at the previous look took its lock after it, so all its ids are above the
+-- newest id visible then.
+CREATE FUNCTION drift_horizon_advance(p_wait boolean DEFAULT true)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_newest_before  bigint;
+    v_newest         bigint;
+BEGIN
+    -- training_data first (before anything else looks at it): a TRUNCATE,
+    -- which resets drift_horizon, takes them in that order too.
+    IF p_wait THEN
+        LOCK TABLE training_data IN ACCESS SHARE MODE;
+    ELSE
+        BEGIN
+            LOCK TABLE training_data IN ACCESS SHARE MODE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN NULL;
+        END;
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'the drift monitor counts rows in READ COMMITTED transactions only, not %',
+                        current_setting('transaction_isolation')
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF (SELECT s.seqcache FROM pg_sequence AS s
+        WHERE s.seqrelid = pg_get_serial_sequence('training_data', 'id')::regclass) > 1 THEN
+        RAISE EXCEPTION 'the drift monitor needs training_data ids handed out in order: '
+                        'the id sequence caches more than one value'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ALTER TABLE training_data ALTER COLUMN id SET CACHE 1';
+    END IF;
+
+    SELECT h.newest_id INTO v_newest_before FROM drift_horizon AS h FOR UPDATE;
+    v_newest := coalesce((SELECT max(t.id) FROM training_data AS t), 0);
+
+    -- Writers that finished since the last look; then the ones writing now
+    -- (a look of its own: one that finished in between holds the horizon back
+    -- until the next refresh, no longer).
+    DELETE FROM drift_writers AS w
+    WHERE NOT EXISTS (SELECT FROM pg_locks AS l
+                      WHERE l.virtualtransaction = w.vxid
+                        AND l.locktype = 'relation'
+                        AND l.database = (SELECT d.oid FROM pg_database AS d
+                                          WHERE d.datname = current_database())
+                        AND l.relation = 'training_data'::regclass
+                        AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock',
+                                       'ExclusiveLock', 'AccessExclusiveLock')
+                        AND l.granted);
+    INSERT INTO drift_writers (vxid, pid, lo_id)
+    SELECT DISTINCT ON (l.virtualtransaction) l.virtualtransaction, l.pid, v_newest_before
+    FROM pg_locks AS l
+    WHERE l.locktype = 'relation'
+      AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+      AND l.relation = 'training_data'::regclass
+      AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock',
+                     'ExclusiveLock', 'AccessExclusiveLock')
+      AND l.granted
+      -- This transaction's own rows are visible to it (and go if it rolls back).
+      AND l.pid IS DISTINCT FROM pg_backend_pid()
+    ON CONFLICT (vxid) DO NOTHING;
+
+    UPDATE drift_horizon SET newest_id = v_newest;
+    RETURN least(v_newest, (SELECT min(w.lo_id) FROM drift_writers AS w));
+END;
+$$;
 
 -- Stores a fresh baseline (the worker calls it in the transaction that
 -- records a successful retrain). p_features: [{feature, kind, edges,
--- categories, bins: [{bin, label, share}]}]. Inbox entries committed before
--- now belong to the old distribution and are dropped.
+-- categories, bins: [{bin, label, share}]}]. The rows visible now belong to
+-- the old distribution; the ones that commit later are the new baseline's
+-- recent rows. Above the counting horizon the visible ids are kept as runs
+-- (few: only rows still to commit, or rolled back, break them).
 CREATE FUNCTION store_drift_baseline(
     p_model_name text, p_model_version text, p_event_id bigint,
     p_baseline_rows bigint, p_features jsonb)
@@ -1300,12 +1395,17 @@ RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    v_horizon  bigint;
 BEGIN
+    v_horizon := drift_horizon_advance();
     DELETE FROM drift_baselines WHERE model_name = p_model_name;
-    DELETE FROM drift_inbox WHERE model_name = p_model_name;
-    INSERT INTO drift_baselines (model_name, model_version, event_id, baseline_rows, max_row_id)
-    VALUES (p_model_name, p_model_version, p_event_id, p_baseline_rows,
-            coalesce((SELECT max(id) FROM training_data), 0));
+    v_horizon := greatest(v_horizon, (SELECT h.counted_id FROM drift_horizon AS h));
+    INSERT INTO drift_baselines (model_name, model_version, event_id, baseline_rows, max_row_id,
+                                 before_ids)
+    VALUES (p_model_name, p_model_version, p_event_id, p_baseline_rows, v_horizon,
+            coalesce((SELECT range_agg(int8range(t.id, t.id, '[]'))
+                      FROM training_data AS t WHERE t.id > v_horizon), '{}'));
     INSERT INTO drift_features (model_name, feature, kind, edges, categories)
     SELECT p_model_name, f ->> 'feature', f ->> 'kind',
            ARRAY(SELECT jsonb_array_elements_text(f -> 'edges'))::double precision[],
@@ -1346,12 +1446,19 @@ CROSS JOIN LATERAL (
           WHERE b.model_name = f.model_name AND b.feature = f.feature) AS x
 ) AS s;
 
--- Brings the recent counts of one model (or all) up to date with the rows
--- (and late labels) that arrived since the last refresh, and appends a
--- 'monitor' metrics row once drift_min_rows rows arrived since the baseline. That row fires the
--- checks of model_metrics (drift_and_accuracy, drift, performance).
--- Safe to call from any number of workers at once. Runs with the caller's
--- rights: the worker's role (sql/roles.sql) may write these tables.
+-- Brings the recent counts of every model with a baseline up to date with
+-- the rows (and label changes) that arrived since the last refresh, and
+-- appends a 'monitor' metrics row for each model that saw some, once
+-- drift_min_rows rows arrived since its baseline. That row fires the checks
+-- of model_metrics (drift_and_accuracy, drift, performance), so it is
+-- written only when the model's lock is free at once (a writer of the
+-- model holds it to its commit): otherwise report_due keeps it for the next
+-- refresh, and no refresh waits behind one busy model. While training_data
+-- is locked exclusively, nothing is counted this time. Returns one row per
+-- model that saw new rows or labels, or was reported (only p_model_name's,
+-- if given). Safe to call from any number of workers at once (they take
+-- turns). Runs with the caller's rights: the worker's role (sql/roles.sql)
+-- may write these tables.
 CREATE FUNCTION refresh_drift(p_model_name text DEFAULT NULL)
 RETURNS TABLE (model_name text, new_rows bigint, drift_score double precision,
                accuracy double precision, reported boolean)
@@ -1362,135 +1469,158 @@ SET search_path FROM CURRENT
 SET jit = off
 AS $$
 DECLARE
-    m              record;
-    v_entries      bigint;
-    v_scored       bigint;
-    v_correct      bigint;
-    v_lo           bigint[];
-    v_hi           bigint[];
-    v_ids          bigint[];
-    v_unseen       text[];
-    v_unseen_rows  bigint[];
-    v_totals       drift_baselines;
-    v_max_row_id   bigint;
+    v_from     bigint;
+    v_to       bigint;
+    v_scan     bigint;
+    v_models   text[] := '{}';
+    v_rows     bigint[] := '{}';
+    v_scored   bigint[] := '{}';
+    v_correct  bigint[] := '{}';
+    v_unseen   jsonb[] := '{}';
+    v_totals   drift_baselines;
+    m          record;
 BEGIN
-    -- Rows of models without a baseline are not "since the baseline".
-    DELETE FROM drift_inbox AS i
-    WHERE (p_model_name IS NULL OR i.model_name = p_model_name)
-      AND NOT EXISTS (SELECT FROM drift_baselines AS d WHERE d.model_name = i.model_name);
+    v_to := drift_horizon_advance(false);
+    -- NULL while training_data is locked exclusively: count nothing now (the
+    -- counting statement would wait for the lock); report what is due.
+    IF v_to IS NOT NULL THEN
+        SELECT h.counted_id INTO v_from FROM drift_horizon AS h;
+        v_to := greatest(v_to, v_from);
+        -- Rows at or below every baseline's max_row_id are no baseline's recent
+        -- rows (and with no baseline there is nothing to count).
+        v_scan := greatest(v_from, coalesce((SELECT min(d.max_row_id) FROM drift_baselines AS d), v_to));
 
-    FOR m IN
-        SELECT d.model_name FROM drift_baselines AS d
-        WHERE p_model_name IS NULL OR d.model_name = p_model_name
-        ORDER BY d.model_name
-    LOOP
-        -- One refresher per model at a time; the others then find nothing.
-        SELECT d.max_row_id INTO v_max_row_id
-        FROM drift_baselines AS d WHERE d.model_name = m.model_name FOR UPDATE;
-
-        WITH taken AS (
-            DELETE FROM drift_inbox AS i WHERE i.model_name = m.model_name
-            RETURNING i.lo_id, i.hi_id, i.row_ids, i.scored, i.correct)
-        SELECT (SELECT count(*) FROM taken),
-               (SELECT coalesce(sum(t.scored), 0) FROM taken AS t),
-               (SELECT coalesce(sum(t.correct), 0) FROM taken AS t),
-               (SELECT coalesce(array_agg(t.lo_id), '{}') FROM taken AS t WHERE t.lo_id IS NOT NULL),
-               (SELECT coalesce(array_agg(t.hi_id), '{}') FROM taken AS t WHERE t.lo_id IS NOT NULL),
-               (SELECT coalesce(array_agg(u.id), '{}') FROM taken AS t, unnest(t.row_ids) AS u(id))
-        INTO v_entries, v_scored, v_correct, v_lo, v_hi, v_ids;
-        CONTINUE WHEN v_entries = 0;
-
-        -- Rows committed after the baseline with ids below its max_row_id:
-        -- remembered, so that labels reaching them later count too.
-        INSERT INTO drift_late_rows (model_name, lo_id, hi_id)
-        SELECT m.model_name, r.lo, least(r.hi, v_max_row_id)
-        FROM unnest(v_lo, v_hi) AS r(lo, hi)
-        WHERE r.lo <= v_max_row_id
-        UNION ALL
-        SELECT m.model_name, u.id, u.id
-        FROM unnest(v_ids) AS u(id)
-        WHERE u.id <= v_max_row_id;
-
-        WITH arrived AS MATERIALIZED (
-            SELECT t.features
-            FROM unnest(v_lo, v_hi) AS r(lo, hi)
-            JOIN training_data AS t ON t.id BETWEEN r.lo AND r.hi
-            WHERE t.model_name = m.model_name
-            UNION ALL
-            SELECT t.features
-            FROM unnest(v_ids) AS u(id)
-            JOIN training_data AS t ON t.id = u.id
-            WHERE t.model_name = m.model_name),
+        -- One statement, so one snapshot: whether a label change taken here was
+        -- already in its row when the row was counted is decided by the row's id
+        -- alone (counted before: at or below v_from).
+        WITH changes AS (
+            DELETE FROM drift_label_changes AS c
+            RETURNING c.model_name, c.row_ids, c.scored, c.correct),
+        changed AS (
+            SELECT c.model_name, sum(u.scored) AS scored, sum(u.correct) AS correct
+            FROM changes AS c
+            JOIN drift_baselines AS d ON d.model_name = c.model_name
+            CROSS JOIN LATERAL unnest(c.row_ids, c.scored, c.correct) AS u(row_id, scored, correct)
+            WHERE u.row_id <= v_from AND u.row_id > d.max_row_id
+              AND NOT u.row_id <@ d.before_ids
+            GROUP BY c.model_name),
+        arrived AS MATERIALIZED (
+            SELECT t.model_name, t.features,
+                   t.label IS NOT NULL AND t.prediction IS NOT NULL AS scored,
+                   coalesce(t.label = t.prediction, false) AS correct
+            FROM training_data AS t
+            JOIN drift_baselines AS d ON d.model_name = t.model_name
+            WHERE t.id > v_scan AND t.id <= v_to AND t.id > d.max_row_id
+              AND NOT t.id <@ d.before_ids),
         binned AS (
-            SELECT f.feature,
-                   CASE
-                       WHEN v IS NULL OR jsonb_typeof(v) = 'null' THEN -1
-                       WHEN f.kind = 'numeric' THEN
-                           -- Through numeric: jsonb holds numbers (1e400,
-                           -- 1e-400) that double precision cannot.
-                           CASE WHEN jsonb_typeof(v) <> 'number' THEN -1
-                                WHEN v::numeric > 1e308 THEN cardinality(f.edges)
-                                WHEN v::numeric < -1e308 THEN 0
-                                WHEN abs(v::numeric) < 1e-300 THEN width_bucket(0::double precision, f.edges)
-                                ELSE width_bucket(v::numeric::double precision, f.edges) END
-                       ELSE coalesce(array_position(f.categories, v #>> '{}'), 0)
-                   END AS bin
+            SELECT a.model_name, f.feature,
+                       CASE
+                           WHEN v IS NULL OR jsonb_typeof(v) = 'null' THEN -1
+                           WHEN f.kind = 'numeric' THEN
+                               -- Through numeric: jsonb holds numbers (1e400,
+                               -- 1e-400) that double precision cannot.
+                               CASE WHEN jsonb_typeof(v) <> 'number' THEN -1
+                                    WHEN v::numeric > 1e308 THEN cardinality(f.edges)
+                                    WHEN v::numeric < -1e308 THEN 0
+                                    WHEN abs(v::numeric) < 1e-300 THEN width_bucket(0::double precision, f.edges)
+                                    ELSE width_bucket(v::numeric::double precision, f.edges) END
+                           ELSE coalesce(array_position(f.categories, v #>> '{}'), 0)
+                       END AS bin
             FROM arrived AS a
-            CROSS JOIN drift_features AS f
-            CROSS JOIN LATERAL (SELECT a.features -> f.feature AS v) AS x
-            WHERE f.model_name = m.model_name AND f.kind <> 'unseen'),
+            JOIN drift_features AS f ON f.model_name = a.model_name AND f.kind <> 'unseen'
+            CROSS JOIN LATERAL (SELECT a.features -> f.feature AS v) AS x),
         counted AS (
             UPDATE drift_bins AS b
             SET recent_count = b.recent_count + c.n
-            FROM (SELECT feature, bin, count(*) AS n FROM binned GROUP BY feature, bin) AS c
-            WHERE b.model_name = m.model_name AND b.feature = c.feature AND b.bin = c.bin
+            FROM (SELECT binned.model_name, binned.feature, binned.bin, count(*) AS n
+                  FROM binned GROUP BY binned.model_name, binned.feature, binned.bin) AS c
+            WHERE b.model_name = c.model_name AND b.feature = c.feature AND b.bin = c.bin
             RETURNING 1),
-        unseen AS (
-            SELECT k.key, count(*) AS n
-            FROM arrived AS a, jsonb_object_keys(a.features) AS k(key)
-            WHERE NOT EXISTS (SELECT FROM drift_features AS f
-                              WHERE f.model_name = m.model_name AND f.feature = k.key
-                                AND f.kind <> 'unseen')
-            GROUP BY k.key)
-        SELECT (SELECT count(*) FROM arrived),
-               (SELECT coalesce(array_agg(u.key), '{}') FROM unseen AS u),
-               (SELECT coalesce(array_agg(u.n), '{}') FROM unseen AS u)
-        INTO new_rows, v_unseen, v_unseen_rows
-        FROM (SELECT count(*) FROM counted) AS force_update;
-
         -- Features that appeared after the baseline: reported, not scored.
+        unseen AS (
+            SELECT u.model_name, jsonb_object_agg(u.key, u.n) AS keys
+            FROM (SELECT a.model_name, k.key, count(*) AS n
+                  FROM arrived AS a, jsonb_object_keys(a.features) AS k(key)
+                  WHERE NOT EXISTS (SELECT FROM drift_features AS f
+                                    WHERE f.model_name = a.model_name AND f.feature = k.key
+                                      AND f.kind <> 'unseen')
+                  GROUP BY a.model_name, k.key) AS u
+            GROUP BY u.model_name),
+        per_model AS (
+            SELECT a.model_name, count(*) AS new_rows,
+                   count(*) FILTER (WHERE a.scored) AS scored,
+                   count(*) FILTER (WHERE a.correct) AS correct
+            FROM arrived AS a
+            GROUP BY a.model_name)
+        SELECT coalesce(array_agg(d.model_name ORDER BY d.model_name), '{}'),
+               coalesce(array_agg(coalesce(p.new_rows, 0) ORDER BY d.model_name), '{}'),
+               coalesce(array_agg(coalesce(p.scored, 0) + coalesce(ch.scored, 0)
+                                  ORDER BY d.model_name), '{}'),
+               coalesce(array_agg(coalesce(p.correct, 0) + coalesce(ch.correct, 0)
+                                  ORDER BY d.model_name), '{}'),
+               coalesce(array_agg(coalesce(un.keys, '{}') ORDER BY d.model_name), '{}')
+        INTO v_models, v_rows, v_scored, v_correct, v_unseen
+        FROM drift_baselines AS d
+        LEFT JOIN per_model AS p ON p.model_name = d.model_name
+        LEFT JOIN changed AS ch ON ch.model_name = d.model_name
+        LEFT JOIN unseen AS un ON un.model_name = d.model_name
+        CROSS JOIN (SELECT count(*) FROM counted) AS force_update
+        WHERE p.model_name IS NOT NULL OR ch.model_name IS NOT NULL;
+
+        UPDATE drift_horizon SET counted_id = v_to, counted_at = now();
+    END IF;
+
+    FOR i IN 1 .. cardinality(v_models) LOOP
         INSERT INTO drift_features (model_name, feature, kind)
-        SELECT m.model_name, u, 'unseen' FROM unnest(v_unseen) AS u
+        SELECT v_models[i], u.key, 'unseen' FROM jsonb_object_keys(v_unseen[i]) AS u(key)
         ON CONFLICT DO NOTHING;
         INSERT INTO drift_bins AS b (model_name, feature, bin, label, baseline_share, recent_count)
-        SELECT m.model_name, u.key, 1, 'present', 0, u.n
-        FROM unnest(v_unseen, v_unseen_rows) AS u(key, n)
+        SELECT v_models[i], u.key, 1, 'present', 0, u.value::bigint
+        FROM jsonb_each_text(v_unseen[i]) AS u
         ON CONFLICT ON CONSTRAINT drift_bins_pkey
         DO UPDATE SET recent_count = b.recent_count + excluded.recent_count;
 
         UPDATE drift_baselines AS d
-        SET recent_rows = d.recent_rows + new_rows,
-            labelled_rows = d.labelled_rows + v_scored,
-            correct_rows = d.correct_rows + v_correct,
-            refreshed_at = now()
-        WHERE d.model_name = m.model_name
-        RETURNING * INTO v_totals;
+        SET recent_rows = d.recent_rows + v_rows[i],
+            labelled_rows = d.labelled_rows + v_scored[i],
+            correct_rows = d.correct_rows + v_correct[i],
+            refreshed_at = now(),
+            -- New rows, or labels that arrived for rows since the baseline:
+            -- the monitor's accuracy changed either way.
+            report_due = d.report_due OR v_rows[i] > 0 OR v_scored[i] <> 0 OR v_correct[i] <> 0
+        WHERE d.model_name = v_models[i];
+    END LOOP;
 
+    FOR m IN
+        SELECT d.model_name, coalesce(u.new_rows, 0) AS new_rows, d.report_due
+        FROM drift_baselines AS d
+        LEFT JOIN unnest(v_models, v_rows) AS u(model_name, new_rows)
+               ON u.model_name = d.model_name
+        WHERE d.report_due OR u.model_name IS NOT NULL
+        ORDER BY d.model_name
+    LOOP
         model_name := m.model_name;
+        new_rows := m.new_rows;
+        reported := false;
+        SELECT * INTO v_totals FROM drift_baselines AS d WHERE d.model_name = m.model_name;
         SELECT max(fd.psi) INTO drift_score
         FROM feature_drift AS fd WHERE fd.model_name = m.model_name;
         accuracy := CASE WHEN v_totals.labelled_rows > 0 THEN
                         greatest(0, least(1, v_totals.correct_rows::double precision
                                              / v_totals.labelled_rows)) END;
-        -- New rows, or labels that arrived for rows since the baseline: the
-        -- monitor's accuracy changed either way.
-        reported := (new_rows > 0 OR v_scored <> 0 OR v_correct <> 0)
-                    AND v_totals.recent_rows >= (retrain_policy_for(m.model_name)).drift_min_rows;
-        IF reported THEN
-            INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)
-            VALUES (m.model_name, v_totals.model_version, accuracy, drift_score, 'monitor');
+        IF m.report_due AND retrain_try_lock_model(m.model_name) THEN
+            reported := v_totals.recent_rows
+                        >= (retrain_policy_for(m.model_name)).drift_min_rows;
+            IF reported THEN
+                INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)
+                VALUES (m.model_name, v_totals.model_version, accuracy, drift_score, 'monitor');
+            END IF;
+            UPDATE drift_baselines AS d SET report_due = false
+            WHERE d.model_name = m.model_name;
         END IF;
-        RETURN NEXT;
+        IF p_model_name IS NULL OR m.model_name = p_model_name THEN
+            RETURN NEXT;
+        END IF;
     END LOOP;
 END;
 $$;

@@ -141,10 +141,14 @@ def monitor_rows(conn, model: str) -> list[tuple]:
         "WHERE model_name = %s AND source = 'monitor' ORDER BY id", (model,)).fetchall()
 
 
-def inbox_count(conn, model: str | None = None) -> int:
+def uncounted(conn, model: str | None = None) -> int:
+    """What the monitor has not counted yet (of one model, or all): rows above
+    its counting horizon, and label changes it has not taken."""
     return conn.execute(
-        "SELECT count(*) FROM drift_inbox WHERE %s::text IS NULL OR model_name = %s",
-        (model, model)).fetchone()[0]
+        "SELECT (SELECT count(*) FROM training_data AS t, drift_horizon AS h "
+        "        WHERE t.id > h.counted_id AND (%(m)s::text IS NULL OR t.model_name = %(m)s)) "
+        "     + (SELECT count(*) FROM drift_label_changes "
+        "        WHERE %(m)s::text IS NULL OR model_name = %(m)s)", {"m": model}).fetchone()[0]
 
 
 # ---------------------------------------------------------------------------
@@ -203,18 +207,20 @@ def stored_counts(conn, model: str) -> dict[tuple[str, int], int]:
 
 
 def rows_since_baseline(conn, model: str) -> list[tuple]:
-    """(id, features, label, prediction) of the model's rows with an id above
-    the baseline's max_row_id."""
+    """(id, features, label, prediction) of the model's rows committed after
+    its baseline was stored: above the baseline's max_row_id, but for the
+    ids that were visible then (before_ids)."""
     return conn.execute(
         "SELECT t.id, t.features, t.label, t.prediction FROM training_data AS t "
         "JOIN drift_baselines AS d USING (model_name) "
-        "WHERE t.model_name = %s AND t.id > d.max_row_id ORDER BY t.id", (model,)).fetchall()
+        "WHERE t.model_name = %s AND t.id > d.max_row_id AND NOT t.id <@ d.before_ids "
+        "ORDER BY t.id", (model,)).fetchall()
 
 
 def assert_recount(conn, model: str, rows: list[dict] | None = None) -> None:
     """Every scored bin's recent_count equals a recount from scratch, and
     recent_rows equals the number of rows. ``rows`` defaults to the model's
-    rows above the baseline's max_row_id."""
+    rows since its baseline (rows_since_baseline)."""
     if rows is None:
         rows = [r[1] for r in rows_since_baseline(conn, model)]
     expected = expected_counts(conn, model, rows)

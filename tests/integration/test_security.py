@@ -58,7 +58,9 @@ def test_etl_role_fires_checks_through_insert_update_and_copy(conn, etl_conn):
         "DELETE FROM training_data",
         "SELECT * FROM retrain_models",
         "UPDATE retrain_models SET error_check_due = true",
-        "INSERT INTO drift_inbox (model_name, lo_id, hi_id) VALUES ('m', 1, 1000)",
+        "INSERT INTO drift_label_changes (model_name, row_ids, scored, correct) "
+        "VALUES ('m', '{1}', '{1}', '{1}')",
+        "UPDATE drift_horizon SET counted_id = 0",
     ],
 )
 def test_etl_role_cannot_reach_the_queue_or_policies(conn, etl_conn, statement):

@@ -6,6 +6,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests import drift_support
 from worker import migrate
 from worker.paths import migrations_dir, sql_dir
 from worker.schema_files import apply_frozen_sql, sha256_of
@@ -152,7 +153,7 @@ def test_upgrading_keeps_each_models_error_window_and_privileges(empty_db_url):
         scored("never", [True])
         newest = conn.execute("SELECT max(id) FROM training_data").fetchone()[0]
 
-    migrate.upgrade(empty_db_url)
+    migrate.upgrade(empty_db_url, "0011_cheaper_insert_path")
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         starts = dict(conn.execute(
             "SELECT model_name, error_window_after FROM retrain_events "
@@ -184,3 +185,39 @@ def test_upgrading_keeps_each_models_error_window_and_privileges(empty_db_url):
         ).fetchone()[0]
         assert conn.execute(
             "SELECT count(*) FROM retrain_events WHERE status = 'succeeded'").fetchone()[0] == 2
+
+
+def test_upgrading_to_the_drift_horizon_counts_every_row_once(empty_db_url):
+    # Before revision 0013 the insert path recorded arrivals in drift_inbox;
+    # the upgrade counts what it still holds, then counts by id from there.
+    migrate.upgrade(empty_db_url, "0012_quiet_single_rows")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute((sql_dir() / "roles.sql").read_text())
+        drift_support.store_baseline(conn, "m", drift_support.feature_rows(500, seed=1))
+        before = drift_support.feature_rows(300, seed=2)
+        drift_support.insert_values(conn, drift_support.unscored(before, "m"))
+        assert drift_support.baseline_row(conn, "m")["recent_rows"] == 0  # not refreshed yet
+
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert drift_support.baseline_row(conn, "m")["recent_rows"] == 300
+        assert conn.execute("SELECT to_regclass('drift_inbox')").fetchone()[0] is None
+        for table in ("drift_horizon", "drift_writers", "drift_label_changes"):
+            for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+                assert conn.execute("SELECT has_table_privilege('pgretrain_worker', %s, %s)",
+                                    (table, privilege)).fetchone()[0], (table, privilege)
+        after = drift_support.feature_rows(50, seed=3)
+        drift_support.insert_values(conn, drift_support.unscored(after, "m"))
+        drift_support.refresh(conn)
+        drift_support.assert_recount(conn, "m", before + after)
+
+    # And back: everything counted first, then the arrival records again.
+    migrate.downgrade(empty_db_url, "0012_quiet_single_rows")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        more = drift_support.feature_rows(20, seed=4)
+        drift_support.insert_values(conn, drift_support.unscored(more, "m"))
+        drift_support.refresh(conn)
+        drift_support.assert_recount(conn, "m", before + after + more)
+        assert conn.execute(
+            "SELECT has_table_privilege('pgretrain_worker', 'drift_inbox', 'DELETE')"
+        ).fetchone()[0]
