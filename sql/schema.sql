@@ -531,17 +531,20 @@ BEGIN
         -- The model lock first, then the window in a statement of its own:
         -- it sees the rows of every writer that held the lock before us.
         PERFORM retrain_lock_model(p_model_name);
-        SELECT r.error_check_due INTO v_due
-        FROM retrain_models AS r
-        WHERE r.model_name = p_model_name;
-        SELECT * INTO b FROM retrain_window_bounds AS w WHERE w.model_name = p_model_name;
-        -- Since the model's last successful retrain.
-        SELECT coalesce((SELECT e.error_window_after FROM retrain_events AS e
+        -- What is known of the window, in one statement: the window starts
+        -- after the model's last successful retrain.
+        SELECT (SELECT r.error_check_due FROM retrain_models AS r
+                WHERE r.model_name = p_model_name),
+               w.errors_at_most, w.rows_at_least, w.window_after, w.window_size, w.removals,
+               coalesce((SELECT e.error_window_after FROM retrain_events AS e
                          WHERE e.model_name = p_model_name AND e.status = 'succeeded'
                          ORDER BY e.id DESC
                          LIMIT 1), 0),
                (SELECT x.removals FROM training_data_removals AS x)
-        INTO v_window_after, v_removals;
+        INTO v_due, b.errors_at_most, b.rows_at_least, b.window_after, b.window_size,
+             b.removals, v_window_after, v_removals
+        FROM (SELECT) AS one
+        LEFT JOIN retrain_window_bounds AS w ON w.model_name = p_model_name;
         -- A transaction whose snapshot is older than its statements (REPEATABLE
         -- READ, SERIALIZABLE) may not see the newest bound: it reads the window.
         v_keep_bound := current_setting('transaction_isolation') = 'read committed'

@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0012_quiet_single_rows.up.sql",
-                     sha256="d919cdb460ff587193dc4943b56317c2a4c9bd6df80ac64fb8b822d62f25d0a0")
+                     sha256="d90b88f72c26ae74b8b47ed0cc500b70d6b74f65271d565ad519d46f6902984c")
 
 
 def downgrade() -> None:
