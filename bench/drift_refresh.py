@@ -97,7 +97,9 @@ def load_and_refresh(url: str, rows: list[dict]) -> float:
             for features in rows:
                 copy.write_row(("m", json.dumps(features), "a", "a"))
         # The work, not just the time: rows the refresh read from
-        # training_data (pg_stat_xact_* counts this transaction's accesses).
+        # training_data (pg_stat_xact_* counts this backend's accesses not yet
+        # flushed to the statistics: flush what came before first).
+        conn.execute("SELECT pg_stat_force_next_flush()")
         with conn.transaction():
             started = time.perf_counter()
             result = conn.execute("SELECT new_rows FROM refresh_drift('m')").fetchone()

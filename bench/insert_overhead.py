@@ -128,6 +128,11 @@ class Case:
     times: dict = field(default_factory=lambda: {"on": [], "off": []})
     cpu: dict = field(default_factory=lambda: {"on": [], "off": []})
     fired: list = field(default_factory=list)   # per "on" run: (events, firings)
+    # Interleaved runs: per run, on/off seconds and CPU of its own blocks,
+    # and the rows each side inserted.
+    pair_ratios: list = field(default_factory=list)
+    side_rows: dict = field(default_factory=lambda: {"on": 0, "off": 0})
+    pair_cpu_ratios: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------
@@ -284,6 +289,30 @@ class BackendCpu:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_inserts_interleaved(conn: psycopg.Connection, rows: list[tuple], block: int,
+                            first_on: bool, cpu: "BackendCpu") -> dict:
+    """The rows in blocks of `block` INSERT transactions, triggers on and off
+    in turn (ALTER TABLE between blocks, untimed). Adjacent blocks run a
+    few tens of milliseconds apart, so a machine that slows down for
+    seconds slows both sides alike. Returns seconds and backend CPU per side."""
+    totals = {"on": 0.0, "off": 0.0, "cpu_on": 0.0, "cpu_off": 0.0, "rows_on": 0, "rows_off": 0}
+    with conn.cursor() as cur:
+        for i, start in enumerate(range(0, len(rows), block)):
+            on = first_on if i % 2 == 0 else not first_on
+            set_triggers(conn, on)
+            side = "on" if on else "off"
+            cpu_before = cpu.read()
+            began = time.perf_counter()
+            chunk = rows[start:start + block]
+            for row in chunk:
+                cur.execute(INSERT_SQL, row, prepare=True)
+            totals[side] += time.perf_counter() - began
+            totals["rows_" + side] += len(chunk)
+            if cpu_before is not None:
+                totals["cpu_" + side] += cpu.read() - cpu_before
+    return totals
+
+
 def run_once(conn: psycopg.Connection, case: Case) -> float:
     if case.kind == "copy":
         return run_copy(conn, case.payload)
@@ -326,7 +355,7 @@ def can_checkpoint(conn: psycopg.Connection) -> bool:
 
 
 def measure(url: str, dbname: str, cases: list[Case], reps: int, sync_commit: str | None,
-            warmup: bool) -> tuple[dict, bool]:
+            warmup: bool, interleave: int = 0) -> tuple[dict, bool]:
     options = "-c search_path=public"
     if sync_commit:
         options += f" -c synchronous_commit={sync_commit}"
@@ -356,6 +385,25 @@ def measure(url: str, dbname: str, cases: list[Case], reps: int, sync_commit: st
             # off/on, ...) so that a slow drift of the machine hits both.
             order = (True, False) if rep % 2 == 0 else (False, True)
             for case in cases:
+                if case.kind == "insert" and interleave:
+                    reset(conn, ckpt)
+                    t = run_inserts_interleaved(conn, case.payload, interleave, order[0], cpu)
+                    check_rows(conn, case.rows)
+                    case.fired.append(fired(conn))
+                    case.times["on"].append(t["on"])
+                    case.times["off"].append(t["off"])
+                    case.pair_ratios.append((t["on"] / t["rows_on"]) / (t["off"] / t["rows_off"]))
+                    case.side_rows = {"on": t["rows_on"], "off": t["rows_off"]}
+                    if cpu.path is not None:
+                        case.cpu["on"].append(t["cpu_on"])
+                        case.cpu["off"].append(t["cpu_off"])
+                        if t["cpu_off"] > 0:
+                            case.pair_cpu_ratios.append((t["cpu_on"] / t["rows_on"])
+                                                        / (t["cpu_off"] / t["rows_off"]))
+                    done += 2
+                    log(f"[{done}/{total}] rep {rep + 1}/{reps} {case.name:<12} interleaved "
+                        f"on {t['on']:.3f} s / off {t['off']:.3f} s")
+                    continue
                 for on in order:
                     set_triggers(conn, on)
                     reset(conn, ckpt)
@@ -401,22 +449,30 @@ def report(info: dict, cases: list[Case], args, server_label: str, ckpt: bool) -
     for case in cases:
         off = statistics.median(case.times["off"])
         on = statistics.median(case.times["on"])
-        ratio = on / off
+        ratio = statistics.median(case.pair_ratios) if case.pair_ratios else on / off
         target = TARGETS["copy" if case.kind == "copy" else "insert"]
         flag = "" if ratio <= target else " OVER"
         spread_on = (max(case.times["on"]) - min(case.times["on"])) / on
         spread_off = (max(case.times["off"]) - min(case.times["off"])) / off
         ev, fi = case.fired[-1] if case.fired else (0, 0)
         cpu_ratio = "n/a"
-        if case.cpu["on"] and case.cpu["off"] and statistics.median(case.cpu["off"]) > 0:
+        if case.pair_cpu_ratios:
+            cpu_ratio = f"{statistics.median(case.pair_cpu_ratios):.2f}x"
+        elif case.cpu["on"] and case.cpu["off"] and statistics.median(case.cpu["off"]) > 0:
             cpu_ratio = (f"{statistics.median(case.cpu['on']) / statistics.median(case.cpu['off']):.2f}x")
+        rows_on = case.side_rows["on"] or case.rows
+        rows_off = case.side_rows["off"] or case.rows
         print(f"{case.name:<12} {case.rows:>7} {off:>9.3f} {on:>9.3f} {ratio:>6.3f}x "
-              f"{target:>6.2f}x {off / case.rows * 1e6:>11.1f} {on / case.rows * 1e6:>10.1f} "
-              f"{(on - off) / case.rows * 1e6:>8.1f} "
+              f"{target:>6.2f}x {off / rows_off * 1e6:>11.1f} {on / rows_on * 1e6:>10.1f} "
+              f"{(on / rows_on - off / rows_off) * 1e6:>8.1f} "
               f"{spread_on:>6.0%}/{spread_off:<7.0%} {cpu_ratio:>9}  {ev:>5}/{fi:<9}{flag}")
     print()
     print("ratio = median(on) / median(off) of wall-clock seconds (what the targets are "
           "about); spread = (max-min)/median over the reps;")
+    if any(case.pair_ratios for case in cases):
+        print(f"insert cases interleaved: each run alternates blocks of {args.interleave} "
+              "INSERTs with triggers on and off; ratio = median over runs of on/off "
+              "within a run;")
     print("cpu ratio = the same for the server backend's own CPU time (steadier when "
           "other processes share the cores; n/a when the server is not local);")
     print("events/firings = retrain_events rows and summed details counts after the "
@@ -478,6 +534,10 @@ def parse_args(argv=None):
     p.add_argument("--synchronous-commit", choices=["on", "off", "local"],
                    help="set synchronous_commit for the benchmark session "
                         "(default: the server's setting)")
+    p.add_argument("--interleave", type=int, default=100, metavar="N",
+                   help="insert cases: alternate triggers on and off every N INSERTs "
+                        "within each run, and take the ratio within the run (100); "
+                        "0: whole runs on or off")
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
@@ -500,7 +560,7 @@ def main(argv=None) -> int:
                  else "embedded (pgserver)")
         started = time.perf_counter()
         info, ckpt = measure(server.url, server.dbname, cases, args.reps, args.synchronous_commit,
-                             not args.no_warmup)
+                             not args.no_warmup, args.interleave)
         log(f"measured in {time.perf_counter() - started:.0f} s")
         report(info, cases, args, label, ckpt)
         return 0
