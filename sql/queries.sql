@@ -141,11 +141,17 @@ SELECT store_drift_baseline(%(model_name)s, %(model_version)s, %(event_id)s,
 
 -- refresh_drift --
 -- Brings every model's drift counts up to date; returns one row per model
--- that saw new rows (reported = a 'monitor' metrics row was appended).
+-- that saw new rows or labels, or had a report due (reported = a 'monitor'
+-- metrics row was appended).
 SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift();
 
--- drift_models --
-SELECT model_name FROM drift_baselines ORDER BY model_name;
-
--- refresh_drift_of_model --
-SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift(%(model_name)s);
+-- long_drift_writer --
+-- The oldest transaction that has held the drift count back for a while,
+-- and how many rows wait for it.
+SELECT w.pid, w.seen_since,
+       greatest(coalesce((SELECT max(t.id) FROM training_data AS t), 0)
+                - (SELECT h.counted_id FROM drift_horizon AS h), 0) AS waiting
+FROM drift_writers AS w
+WHERE w.seen_since < now() - %(older_than)s::interval
+ORDER BY w.lo_id, w.seen_since
+LIMIT 1;

@@ -214,28 +214,28 @@ CREATE TABLE retrain_models (
 -- retrain_check_training_rows): at its last full read the window held
 -- rows_at_least rows, and it has held at most errors_at_most errors then and
 -- since (every wrong prediction since is added). Valid while the window
--- starts after the same row (window_after), has the same size and no rows
--- were removed from training_data (removals). Written by the statements that
--- bring wrong predictions, under the model's lock.
+-- starts after the same row (window_after), has the same size, and the
+-- model has no row in retrain_window_voids. Written by the READ COMMITTED
+-- statements that bring wrong predictions, under the model's lock.
 CREATE TABLE retrain_window_bounds (
     model_name      text PRIMARY KEY,
     errors_at_most  integer NOT NULL,
     rows_at_least   integer NOT NULL,
     window_after    bigint NOT NULL,
-    window_size     integer NOT NULL,
-    removals        bigint NOT NULL
+    window_size     integer NOT NULL
 );
 
--- Moved on by every statement that takes rows out of training_data (DELETE,
--- TRUNCATE, an UPDATE that moves rows to another model): a model's window
--- may then hold fewer rows than at its last read, so the bounds kept in
--- retrain_window_bounds are not used again.
-CREATE TABLE training_data_removals (
-    one_row   boolean PRIMARY KEY DEFAULT true
-        CONSTRAINT one_row_only CHECK (one_row),
-    removals  bigint NOT NULL DEFAULT 0
+-- A model's bound no longer holds: rows may have left its window (a DELETE
+-- of rows above its window start, rows moved to another model), or a
+-- REPEATABLE READ or SERIALIZABLE writer brought wrong predictions without
+-- adding to the bound (it could not see the newest one). Only inserted
+-- here, so writers never wait for each other; the model's next full read
+-- of its window takes them away. (After loading rows with the triggers off,
+-- DELETE FROM retrain_window_bounds.)
+CREATE TABLE retrain_window_voids (
+    model_name  text NOT NULL
 );
-INSERT INTO training_data_removals DEFAULT VALUES;
+CREATE INDEX retrain_window_voids_model_idx ON retrain_window_voids (model_name);
 
 -- Schedule periods already fired, so that concurrent schedule checks record
 -- one schedule event per model and period.
@@ -509,8 +509,8 @@ AS $$
 DECLARE
     v_due            boolean;
     b                retrain_window_bounds;
+    v_voided         boolean;
     v_window_after   bigint;
-    v_removals       bigint;
     v_keep_bound     boolean;
     v_window_rows    integer;
     v_window_errors  integer;
@@ -535,24 +535,28 @@ BEGIN
         -- after the model's last successful retrain.
         SELECT (SELECT r.error_check_due FROM retrain_models AS r
                 WHERE r.model_name = p_model_name),
-               w.errors_at_most, w.rows_at_least, w.window_after, w.window_size, w.removals,
+               w.errors_at_most, w.rows_at_least, w.window_after, w.window_size,
                coalesce((SELECT e.error_window_after FROM retrain_events AS e
                          WHERE e.model_name = p_model_name AND e.status = 'succeeded'
                          ORDER BY e.id DESC
                          LIMIT 1), 0),
-               (SELECT x.removals FROM training_data_removals AS x)
+               EXISTS (SELECT FROM retrain_window_voids AS x WHERE x.model_name = p_model_name)
         INTO v_due, b.errors_at_most, b.rows_at_least, b.window_after, b.window_size,
-             b.removals, v_window_after, v_removals
+             v_window_after, v_voided
         FROM (SELECT) AS one
         LEFT JOIN retrain_window_bounds AS w ON w.model_name = p_model_name;
         -- A transaction whose snapshot is older than its statements (REPEATABLE
-        -- READ, SERIALIZABLE) may not see the newest bound: it reads the window.
-        v_keep_bound := current_setting('transaction_isolation') = 'read committed'
-                        AND v_removals IS NOT NULL;
+        -- READ, SERIALIZABLE) may not see the newest bound, and writing one
+        -- could fail on a concurrent update: it reads the window, and voids
+        -- the bound instead of adding its wrong predictions to it.
+        v_keep_bound := current_setting('transaction_isolation') = 'read committed';
+        IF NOT v_keep_bound AND NOT v_voided THEN
+            INSERT INTO retrain_window_voids (model_name) VALUES (p_model_name);
+        END IF;
 
-        IF v_keep_bound AND NOT v_due AND p_new_errors IS NOT NULL
+        IF v_keep_bound AND NOT v_due AND NOT v_voided AND p_new_errors IS NOT NULL
            AND b.window_after = v_window_after AND b.window_size = p_error_window
-           AND b.removals = v_removals AND b.rows_at_least > 0
+           AND b.rows_at_least > 0
            AND (b.errors_at_most + p_new_errors)::double precision
                / b.rows_at_least <= p_threshold THEN
             -- The window holds at least as many rows as at its last read (rows
@@ -564,6 +568,11 @@ BEGIN
             v_window_rows := b.rows_at_least;
             v_armed := false;
         ELSE
+            IF v_keep_bound THEN
+                -- Before the read, so that it sees every row the voids taken
+                -- here were about; later ones stay for the next read.
+                DELETE FROM retrain_window_voids WHERE model_name = p_model_name;
+            END IF;
             SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction)
             INTO v_window_rows, v_window_errors
             FROM (SELECT t.label, t.prediction
@@ -606,14 +615,12 @@ BEGIN
     IF v_keep_bound THEN
         UPDATE retrain_window_bounds
         SET errors_at_most = v_window_errors, rows_at_least = v_window_rows,
-            window_after = v_window_after, window_size = p_error_window,
-            removals = v_removals
+            window_after = v_window_after, window_size = p_error_window
         WHERE model_name = p_model_name;
         IF NOT FOUND THEN
             INSERT INTO retrain_window_bounds
-                (model_name, errors_at_most, rows_at_least, window_after, window_size, removals)
-            VALUES (p_model_name, v_window_errors, v_window_rows, v_window_after,
-                    p_error_window, v_removals)
+                (model_name, errors_at_most, rows_at_least, window_after, window_size)
+            VALUES (p_model_name, v_window_errors, v_window_rows, v_window_after, p_error_window)
             ON CONFLICT (model_name) DO NOTHING;
         END IF;
     END IF;
@@ -785,21 +792,27 @@ DECLARE
     m         record;
     v_over    bigint;
     v_row_id  bigint;
-    v_moved   boolean := false;
 BEGIN
+    -- Rows moved to another model leave their old model's window.
+    INSERT INTO retrain_window_voids (model_name)
+    SELECT DISTINCT o.model_name
+    FROM old_rows AS o
+    JOIN updated_rows AS n USING (id)
+    WHERE n.model_name IS DISTINCT FROM o.model_name;
+
     FOR m IN
         WITH changed AS (
             SELECT n.id, n.model_name, n.error_rate,
-                   n.model_name IS DISTINCT FROM o.model_name AS moved,
                    (o.label IS NOT NULL AND o.prediction IS NOT NULL) AS was_scored,
                    (n.label IS NOT NULL AND n.prediction IS NOT NULL) AS is_scored,
                    n.label <> n.prediction AS is_error,
                    o.label <> o.prediction AS was_error,
                    -- Maybe counted by the monitor since the baseline, or to
-                   -- be: above its max_row_id (refresh_drift decides).
-                   (SELECT n.id > d.max_row_id
-                    FROM drift_baselines AS d
-                    WHERE d.model_name = n.model_name) AS since_baseline
+                   -- be: above its max_row_id, or no baseline yet (one may
+                   -- be committing); refresh_drift decides.
+                   coalesce((SELECT n.id > d.max_row_id
+                             FROM drift_baselines AS d
+                             WHERE d.model_name = n.model_name), true) AS since_baseline
             FROM updated_rows AS n
             JOIN old_rows AS o USING (id)
             WHERE n.error_rate IS DISTINCT FROM o.error_rate
@@ -808,7 +821,6 @@ BEGIN
                OR n.model_name IS DISTINCT FROM o.model_name),
         per_model AS (
             SELECT c.model_name,
-                   bool_or(c.moved) AS moved,
                    max(c.error_rate) AS max_error_rate,
                    -- Rows that entered or left the window, or whose outcome
                    -- changed: the rolling error rate may have risen.
@@ -839,7 +851,6 @@ BEGIN
         IF NOT EXISTS (SELECT FROM retrain_models WHERE model_name = m.model_name) THEN
             INSERT INTO retrain_models (model_name) VALUES (m.model_name) ON CONFLICT DO NOTHING;
         END IF;
-        v_moved := v_moved OR m.moved;
         v_over := 0;
         v_row_id := NULL;
         IF m.enabled AND m.max_error_rate > m.threshold THEN
@@ -863,31 +874,50 @@ BEGIN
             VALUES (m.model_name, m.change_ids, m.scored_deltas, m.correct_deltas);
         END IF;
     END LOOP;
-    IF v_moved THEN
-        UPDATE training_data_removals SET removals = removals + 1;
-    END IF;
     RETURN NULL;
 END;
 $$;
 
--- DELETE and TRUNCATE: the windows' bounds are not used again (see
--- training_data_removals). Nothing fires. After a TRUNCATE (which may
--- restart the ids) every row to come is new to the drift monitor.
-CREATE FUNCTION training_data_after_removal()
+-- DELETE: a model whose window may have lost rows (rows above the start of
+-- its window, by its last successful retrain as this statement sees it,
+-- went) can no longer trust its bound. Nothing fires.
+CREATE FUNCTION training_data_after_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+SET jit = off
+AS $$
+BEGIN
+    INSERT INTO retrain_window_voids (model_name)
+    SELECT d.model_name
+    FROM (SELECT o.model_name, max(o.id) AS newest FROM deleted_rows AS o
+          GROUP BY o.model_name) AS d
+    WHERE d.newest > coalesce((SELECT e.error_window_after FROM retrain_events AS e
+                               WHERE e.model_name = d.model_name AND e.status = 'succeeded'
+                               ORDER BY e.id DESC
+                               LIMIT 1), 0);
+    RETURN NULL;
+END;
+$$;
+
+-- TRUNCATE (which may restart the ids): no window has rows, and every row
+-- to come is new to the drift monitor. No writer of training_data runs
+-- meanwhile (it is locked exclusively), and a refresh skips what this holds.
+CREATE FUNCTION training_data_after_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    UPDATE training_data_removals SET removals = removals + 1;
-    IF TG_OP = 'TRUNCATE' THEN
-        UPDATE drift_horizon SET counted_id = 0, newest_id = 0;
-        DELETE FROM drift_writers;
-        DELETE FROM drift_label_changes;
-        UPDATE drift_baselines SET max_row_id = 0, before_ids = '{}'
-        WHERE max_row_id <> 0 OR before_ids <> '{}';
-    END IF;
+    DELETE FROM retrain_window_bounds;
+    DELETE FROM retrain_window_voids;
+    UPDATE drift_horizon SET counted_id = 0, newest_id = 0;
+    DELETE FROM drift_writers;
+    DELETE FROM drift_label_changes;
+    UPDATE drift_baselines SET max_row_id = 0, before_ids = '{}', before_max = 0
+    WHERE max_row_id <> 0 OR before_max <> 0;
     RETURN NULL;
 END;
 $$;
@@ -902,9 +932,14 @@ CREATE TRIGGER training_data_check_updated
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS updated_rows
     FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_update();
 
-CREATE TRIGGER training_data_rows_removed
-    AFTER DELETE OR TRUNCATE ON training_data
-    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_removal();
+CREATE TRIGGER training_data_check_deleted
+    AFTER DELETE ON training_data
+    REFERENCING OLD TABLE AS deleted_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_delete();
+
+CREATE TRIGGER training_data_truncated
+    AFTER TRUNCATE ON training_data
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_truncate();
 
 -- ---------------------------------------------------------------------------
 -- model_metrics: performance, accuracy_drop, drift_and_accuracy, drift
@@ -1238,6 +1273,7 @@ CREATE TABLE drift_baselines (
     correct_rows   bigint NOT NULL DEFAULT 0,
     refreshed_at   timestamptz,
     before_ids     int8multirange NOT NULL DEFAULT '{}',
+    before_max     bigint NOT NULL DEFAULT 0,     -- the highest id in before_ids
     -- New rows or labels were counted that no 'monitor' row has reported yet.
     report_due     boolean NOT NULL DEFAULT false
 );
@@ -1311,21 +1347,33 @@ CREATE TABLE drift_label_changes (
 -- another transaction holds training_data exclusively (DDL, VACUUM FULL).
 --
 -- Why it holds: ids come from training_data's identity sequence in the
--- order they are handed out (CACHE 1, checked). Every id at or below the
--- newest visible one was handed out before this look. A transaction that
--- handed one out and has not finished has held a write lock on
+-- order they are handed out (CACHE 1, increasing, no CYCLE: checked), and
+-- the horizon is never above the sequence's last value, so an id the
+-- sequence has still to hand out is always above it. Every id at or below
+-- the newest visible one was handed out before this look. A transaction
+-- that handed one out and has not finished has held a write lock on
 -- training_data since before it did (statements lock their tables before
--- they run), so pg_locks lists it. And a writer that pg_locks did not list
--- at the previous look took its lock after it, so all its ids are above the
--- newest id visible then.
+-- they run), so pg_locks lists it; and one that pg_locks did not list at
+-- the previous look took its lock after it, so all its ids are above the
+-- newest id visible then. A prepared transaction may come back under
+-- another name after a restart: it holds the horizon where it stands.
+-- Rows given ids of their own (OVERRIDING SYSTEM VALUE, a COPY of id) are
+-- counted when the horizon passes them, if it has not already.
+--
+-- SECURITY DEFINER: it reads the identity sequence, which the worker's role
+-- need not be granted.
 CREATE FUNCTION drift_horizon_advance(p_wait boolean DEFAULT true)
 RETURNS bigint
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    v_counted        bigint;
     v_newest_before  bigint;
     v_newest         bigint;
+    v_sequence       regclass;
+    v_handed_out     bigint;
 BEGIN
     -- training_data first (before anything else looks at it): a TRUNCATE,
     -- which resets drift_horizon, takes them in that order too.
@@ -1343,16 +1391,22 @@ BEGIN
                         current_setting('transaction_isolation')
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    IF (SELECT s.seqcache FROM pg_sequence AS s
-        WHERE s.seqrelid = pg_get_serial_sequence('training_data', 'id')::regclass) > 1 THEN
+    v_sequence := pg_get_serial_sequence('training_data', 'id')::regclass;
+    IF EXISTS (SELECT FROM pg_sequence AS s
+               WHERE s.seqrelid = v_sequence
+                 AND (s.seqcache > 1 OR s.seqincrement <= 0 OR s.seqcycle)) THEN
         RAISE EXCEPTION 'the drift monitor needs training_data ids handed out in order: '
-                        'the id sequence caches more than one value'
+                        'the id sequence caches values, counts down or cycles'
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'ALTER TABLE training_data ALTER COLUMN id SET CACHE 1';
+                  HINT = 'ALTER TABLE training_data ALTER COLUMN id SET CACHE 1 '
+                         'SET INCREMENT BY 1 SET NO CYCLE';
     END IF;
 
-    SELECT h.newest_id INTO v_newest_before FROM drift_horizon AS h FOR UPDATE;
+    SELECT h.counted_id, h.newest_id INTO v_counted, v_newest_before
+    FROM drift_horizon AS h FOR UPDATE;
     v_newest := coalesce((SELECT max(t.id) FROM training_data AS t), 0);
+    -- Read after the newest id: every id handed out before it is at most this.
+    v_handed_out := coalesce(pg_sequence_last_value(v_sequence), 0);
 
     -- Writers that finished since the last look; then the ones writing now
     -- (a look of its own: one that finished in between holds the horizon back
@@ -1368,7 +1422,10 @@ BEGIN
                                        'ExclusiveLock', 'AccessExclusiveLock')
                         AND l.granted);
     INSERT INTO drift_writers (vxid, pid, lo_id)
-    SELECT DISTINCT ON (l.virtualtransaction) l.virtualtransaction, l.pid, v_newest_before
+    SELECT DISTINCT ON (l.virtualtransaction) l.virtualtransaction, l.pid,
+           -- A prepared transaction (no backend) may have been listed under
+           -- its first name before a restart.
+           CASE WHEN l.pid IS NULL THEN v_counted ELSE v_newest_before END
     FROM pg_locks AS l
     WHERE l.locktype = 'relation'
       AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
@@ -1380,8 +1437,10 @@ BEGIN
       AND l.pid IS DISTINCT FROM pg_backend_pid()
     ON CONFLICT (vxid) DO NOTHING;
 
-    UPDATE drift_horizon SET newest_id = v_newest;
-    RETURN least(v_newest, (SELECT min(w.lo_id) FROM drift_writers AS w));
+    -- The bound for writers first seen at the next look: ids the sequence
+    -- hands out later are above it (an id of its own above the sequence is not).
+    UPDATE drift_horizon SET newest_id = least(v_newest, v_handed_out);
+    RETURN least(v_newest, v_handed_out, (SELECT min(w.lo_id) FROM drift_writers AS w));
 END;
 $$;
 
@@ -1402,13 +1461,17 @@ DECLARE
     v_horizon  bigint;
 BEGIN
     v_horizon := drift_horizon_advance();
+    -- What was counted against the old baseline and not reported yet is
+    -- reported before the baseline moves (this may wait for the model's lock).
+    PERFORM drift_report_model(p_model_name, true);
     DELETE FROM drift_baselines WHERE model_name = p_model_name;
     v_horizon := greatest(v_horizon, (SELECT h.counted_id FROM drift_horizon AS h));
     INSERT INTO drift_baselines (model_name, model_version, event_id, baseline_rows, max_row_id,
-                                 before_ids)
-    VALUES (p_model_name, p_model_version, p_event_id, p_baseline_rows, v_horizon,
-            coalesce((SELECT range_agg(int8range(t.id, t.id, '[]'))
-                      FROM training_data AS t WHERE t.id > v_horizon), '{}'));
+                                 before_ids, before_max)
+    SELECT p_model_name, p_model_version, p_event_id, p_baseline_rows, v_horizon,
+           coalesce(range_agg(int8range(t.id, t.id, '[]')), '{}'), coalesce(max(t.id), 0)
+    FROM training_data AS t
+    WHERE t.id > v_horizon;
     INSERT INTO drift_features (model_name, feature, kind, edges, categories)
     SELECT p_model_name, f ->> 'feature', f ->> 'kind',
            ARRAY(SELECT jsonb_array_elements_text(f -> 'edges'))::double precision[],
@@ -1449,6 +1512,55 @@ CROSS JOIN LATERAL (
           WHERE b.model_name = f.model_name AND b.feature = f.feature) AS x
 ) AS s;
 
+-- A model's drift now, and its 'monitor' metrics row if one is due (rows or
+-- labels were counted since its last report) and drift_min_rows rows arrived
+-- since its baseline; then the report is no longer due. The row fires the
+-- checks of model_metrics, so it is written holding the model's lock, and
+-- the baseline's row: with p_wait false only if both are free at once (a
+-- writer of the model holds its lock to its commit), else the report stays
+-- due and reported is false.
+CREATE FUNCTION drift_report_model(
+    p_model_name text, p_wait boolean,
+    OUT drift_score double precision, OUT accuracy double precision, OUT reported boolean)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    d       drift_baselines;
+    v_held  boolean;
+BEGIN
+    reported := false;
+    IF p_wait THEN
+        SELECT * INTO d FROM drift_baselines AS b WHERE b.model_name = p_model_name FOR UPDATE;
+        v_held := FOUND;
+        IF v_held AND d.report_due THEN
+            PERFORM retrain_lock_model(p_model_name);
+        END IF;
+    ELSE
+        SELECT * INTO d FROM drift_baselines AS b
+        WHERE b.model_name = p_model_name FOR UPDATE SKIP LOCKED;
+        v_held := FOUND AND (NOT d.report_due OR retrain_try_lock_model(p_model_name));
+        IF NOT FOUND THEN
+            SELECT * INTO d FROM drift_baselines AS b WHERE b.model_name = p_model_name;
+        END IF;
+    END IF;
+    IF d.model_name IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT max(fd.psi) INTO drift_score FROM feature_drift AS fd WHERE fd.model_name = p_model_name;
+    accuracy := CASE WHEN d.labelled_rows > 0 THEN
+                    greatest(0, least(1, d.correct_rows::double precision / d.labelled_rows)) END;
+    IF v_held AND d.report_due THEN
+        reported := d.recent_rows >= (retrain_policy_for(p_model_name)).drift_min_rows;
+        IF reported THEN
+            INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)
+            VALUES (p_model_name, d.model_version, accuracy, drift_score, 'monitor');
+        END IF;
+        UPDATE drift_baselines AS b SET report_due = false WHERE b.model_name = p_model_name;
+    END IF;
+END;
+$$;
+
 -- Brings the recent counts of every model with a baseline up to date with
 -- the rows (and label changes) that arrived since the last refresh, and
 -- appends a 'monitor' metrics row for each model that saw some, once
@@ -1480,7 +1592,6 @@ DECLARE
     v_scored   bigint[] := '{}';
     v_correct  bigint[] := '{}';
     v_unseen   jsonb[] := '{}';
-    v_totals   drift_baselines;
     m          record;
 BEGIN
     v_to := drift_horizon_advance(false);
@@ -1499,22 +1610,28 @@ BEGIN
         WITH changes AS (
             DELETE FROM drift_label_changes AS c
             RETURNING c.model_name, c.row_ids, c.scored, c.correct),
+        -- The ids visible when each baseline was stored, read (and detoasted)
+        -- once, not once per row; tested only below before_max.
+        baselines AS MATERIALIZED (
+            SELECT d.model_name, d.max_row_id, d.before_max,
+                   d.before_ids + '{}'::int8multirange AS before_ids
+            FROM drift_baselines AS d),
         changed AS (
             SELECT c.model_name, sum(u.scored) AS scored, sum(u.correct) AS correct
             FROM changes AS c
-            JOIN drift_baselines AS d ON d.model_name = c.model_name
+            JOIN baselines AS d ON d.model_name = c.model_name
             CROSS JOIN LATERAL unnest(c.row_ids, c.scored, c.correct) AS u(row_id, scored, correct)
             WHERE u.row_id <= v_from AND u.row_id > d.max_row_id
-              AND NOT u.row_id <@ d.before_ids
+              AND (u.row_id > d.before_max OR NOT u.row_id <@ d.before_ids)
             GROUP BY c.model_name),
         arrived AS MATERIALIZED (
             SELECT t.model_name, t.features,
                    t.label IS NOT NULL AND t.prediction IS NOT NULL AS scored,
                    coalesce(t.label = t.prediction, false) AS correct
             FROM training_data AS t
-            JOIN drift_baselines AS d ON d.model_name = t.model_name
+            JOIN baselines AS d ON d.model_name = t.model_name
             WHERE t.id > v_scan AND t.id <= v_to AND t.id > d.max_row_id
-              AND NOT t.id <@ d.before_ids),
+              AND (t.id > d.before_max OR NOT t.id <@ d.before_ids)),
         binned AS (
             SELECT a.model_name, f.feature,
                        CASE
@@ -1595,7 +1712,7 @@ BEGIN
     END LOOP;
 
     FOR m IN
-        SELECT d.model_name, coalesce(u.new_rows, 0) AS new_rows, d.report_due
+        SELECT d.model_name, coalesce(u.new_rows, 0) AS new_rows
         FROM drift_baselines AS d
         LEFT JOIN unnest(v_models, v_rows) AS u(model_name, new_rows)
                ON u.model_name = d.model_name
@@ -1604,23 +1721,17 @@ BEGIN
     LOOP
         model_name := m.model_name;
         new_rows := m.new_rows;
-        reported := false;
-        SELECT * INTO v_totals FROM drift_baselines AS d WHERE d.model_name = m.model_name;
-        SELECT max(fd.psi) INTO drift_score
-        FROM feature_drift AS fd WHERE fd.model_name = m.model_name;
-        accuracy := CASE WHEN v_totals.labelled_rows > 0 THEN
-                        greatest(0, least(1, v_totals.correct_rows::double precision
-                                             / v_totals.labelled_rows)) END;
-        IF m.report_due AND retrain_try_lock_model(m.model_name) THEN
-            reported := v_totals.recent_rows
-                        >= (retrain_policy_for(m.model_name)).drift_min_rows;
-            IF reported THEN
-                INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)
-                VALUES (m.model_name, v_totals.model_version, accuracy, drift_score, 'monitor');
-            END IF;
-            UPDATE drift_baselines AS d SET report_due = false
-            WHERE d.model_name = m.model_name;
-        END IF;
+        -- One model's failure (its checks, a trigger of the user's) must not
+        -- stop the others: its report stays due, and is tried again.
+        BEGIN
+            SELECT r.drift_score, r.accuracy, r.reported INTO drift_score, accuracy, reported
+            FROM drift_report_model(m.model_name, false) AS r;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'drift monitor: the report of model % failed: %', m.model_name, SQLERRM;
+            drift_score := NULL;
+            accuracy := NULL;
+            reported := false;
+        END;
         IF p_model_name IS NULL OR m.model_name = p_model_name THEN
             RETURN NEXT;
         END IF;
@@ -1689,3 +1800,4 @@ LEFT JOIN LATERAL (
 REVOKE EXECUTE ON FUNCTION request_retrain(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION check_retrain_schedules() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION record_retrain_event(text, jsonb, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION drift_horizon_advance(boolean) FROM PUBLIC;

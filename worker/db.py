@@ -51,8 +51,12 @@ def connect(url: str, *, autocommit: bool = False, **kwargs) -> psycopg.Connecti
         conn = psycopg.connect(libpq_url(url), autocommit=True, **kwargs)
     except psycopg.OperationalError as exc:
         raise UserError(f"cannot connect to the database: {one_line(exc)}") from None
-    # Quoted by the server, whatever the schema is called.
-    conn.execute("SELECT set_config('search_path', quote_ident(%s), false)", (SCHEMA,))
+    # Quoted by the server, whatever the schema is called. READ COMMITTED
+    # whatever the database's default: the drift monitor counts, and the
+    # queue claims, only there (each statement sees what committed before it).
+    conn.execute("SELECT set_config('search_path', quote_ident(%s), false), "
+                 "set_config('default_transaction_isolation', 'read committed', false)",
+                 (SCHEMA,))
     conn.autocommit = autocommit
     return conn
 

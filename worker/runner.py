@@ -31,6 +31,9 @@ from .training import TrainingError
 log = logging.getLogger(__name__)
 
 CHANNEL = "retrain_events"
+#: How long a transaction may hold the drift count back before the worker
+#: says so, and how often it says so again.
+WRITER_WARNING_EVERY = 300
 
 
 class HandBack(BaseException):
@@ -54,6 +57,11 @@ class Settings:
     worker_id: str = f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _log_warning(diag: psycopg.errors.Diagnostic) -> None:
+    if diag.severity_nonlocalized == "WARNING":
+        log.warning("%s", diag.message_primary)
+
+
 class Worker:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -64,12 +72,15 @@ class Worker:
         self.failed = 0
         self.retried = 0
         self._conn: psycopg.Connection | None = None
+        self._next_writer_warning = 0.0
 
     # -- connections ---------------------------------------------------------
 
     def _work_conn(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self.settings.database_url, autocommit=True)
+            # The SQL's own warnings (a model whose drift report failed).
+            self._conn.add_notice_handler(_log_warning)
         return self._conn
 
     def _close(self):
@@ -106,29 +117,38 @@ class Worker:
     def refresh_drift(self) -> None:
         """Bring the drift monitor up to date. Its 'monitor' metrics rows fire
         the checks, so a pending event of a model merges what the monitor saw
-        before the model's retrain starts (and its baseline moves)."""
+        before the model's retrain starts (and its baseline moves). A model
+        whose report fails does not stop the others: the SQL reports it as a
+        warning, logged here, and tries again next time."""
         conn = self._work_conn()
         try:
             rows = conn.execute(query("refresh_drift")).fetchall()
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise  # the connection: reconnect
-        except psycopg.Error:
-            # One model's failure must not stop the others (nor the queue):
-            # refresh them one by one and report the ones that fail.
-            rows = []
-            for (model,) in conn.execute(query("drift_models")).fetchall():
-                try:
-                    rows += conn.execute(query("refresh_drift_of_model"),
-                                         {"model_name": model}).fetchall()
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    raise
-                except psycopg.Error as exc:
-                    log.error("drift monitor refresh of model %s failed: %s", model, one_line(exc))
+        except psycopg.Error as exc:
+            log.error("drift monitor refresh failed: %s", one_line(exc))
+            return
         for model, new_rows, score, accuracy, reported in rows:
             if reported:
                 log.info("drift monitor: model %s, %d new rows, drift %.3f, accuracy %s",
                          model, new_rows, score if score is not None else float("nan"),
                          f"{accuracy:.4f}" if accuracy is not None else "-")
+        self._warn_about_long_writers(conn)
+
+    def _warn_about_long_writers(self, conn: psycopg.Connection) -> None:
+        """A transaction that keeps writing training_data holds the drift
+        count of every row that arrived after it began: say so, now and then."""
+        now = time.monotonic()
+        if now < self._next_writer_warning:
+            return
+        self._next_writer_warning = now + WRITER_WARNING_EVERY
+        row = conn.execute(query("long_drift_writer"),
+                           {"older_than": f"{WRITER_WARNING_EVERY} seconds"}).fetchone()
+        if row is not None:
+            pid, since, waiting = row
+            log.warning("drift monitor: about %d rows wait to be counted until the transaction "
+                        "of pid %s, writing training_data since %s, ends", waiting,
+                        pid if pid is not None else "(prepared)", since.isoformat(timespec="seconds"))
 
     def drain(self) -> None:
         """Run due events until none is left (or the worker is stopping)."""

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from psycopg import sql
 from click.testing import CliRunner
 
 from tests.helpers import events, insert_metric, set_policy
@@ -69,3 +70,14 @@ def test_status_of_an_unknown_model_is_an_error(db_url):
     result = CliRunner().invoke(cli, ["status", "--database-url", db_url, "--model", "nope"])
     assert result.exit_code != 0
     assert "unknown model 'nope'" in str(result.exception)
+
+
+def test_worker_connections_are_read_committed_whatever_the_database_default(conn, db_url):
+    dbname = conn.execute("SELECT current_database()").fetchone()[0]
+    conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = "
+                         "'repeatable read'").format(sql.Identifier(dbname)))
+    with connect(db_url, autocommit=True) as worker:
+        assert worker.execute("SHOW transaction_isolation").fetchone()[0] == "read committed"
+        worker.execute("SELECT * FROM refresh_drift()")
+        with worker.transaction():
+            assert worker.execute("SHOW transaction_isolation").fetchone()[0] == "read committed"

@@ -629,4 +629,141 @@ def test_an_id_sequence_that_caches_values_is_refused_with_the_fix(conn):
     conn.execute("ALTER TABLE training_data ALTER COLUMN id SET CACHE 20")
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as raised:
         conn.execute("SELECT * FROM refresh_drift()")
-    assert raised.value.diag.message_hint == "ALTER TABLE training_data ALTER COLUMN id SET CACHE 1"
+    fix = raised.value.diag.message_hint
+    assert fix == ("ALTER TABLE training_data ALTER COLUMN id "
+                   "SET CACHE 1 SET INCREMENT BY 1 SET NO CYCLE")
+    conn.execute(fix)
+    ds.refresh(conn)
+
+
+def test_an_id_of_its_own_above_the_sequence_does_not_hide_later_rows(conn):
+    _baseline_model(conn)
+    first = ds.feature_rows(5, seed=63)
+    ds.insert_values(conn, ds.unscored(first, M))
+    ds.refresh(conn)
+    far = conn.execute(
+        "INSERT INTO training_data (id, model_name, features) OVERRIDING SYSTEM VALUE "
+        "VALUES ((SELECT max(id) FROM training_data) + 1000, %s, '{\"x\": 0.5}') RETURNING id",
+        (M,)).fetchone()[0]
+    later = ds.feature_rows(5, seed=64)
+    ids = ds.insert_values(conn, ds.unscored(later, M))
+    assert max(ids) < far
+    ds.refresh(conn)
+    # The sequence's rows below the far id are all counted; the far row waits
+    # until the sequence has passed it.
+    ds.assert_recount(conn, M, first + later)
+
+
+def test_a_truncate_in_progress_neither_stalls_a_refresh_nor_deadlocks(conn, db_url):
+    for model in ("busy", "other"):
+        _baseline_model(conn, model, n=500, drift_min_rows=10)
+        ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=65), model))
+    with psycopg.connect(db_url) as writer:
+        writer.execute("SELECT retrain_lock_model('busy')")
+        assert ds.refresh(conn)["busy"]["reported"] is False  # report deferred
+    with psycopg.connect(db_url) as etl:
+        etl.execute("TRUNCATE training_data")
+        conn.execute("SET lock_timeout = '5s'")
+        try:
+            ds.refresh(conn)  # counts nothing (training_data is locked), waits for nothing
+        finally:
+            conn.execute("RESET lock_timeout")
+        # The reload that follows the truncate goes through, in the same transaction.
+        ds.insert_values(etl, ds.scored(ds.feature_rows(5, seed=66), "busy", wrong_share=1.0))
+        etl.commit()
+    assert ds.refresh(conn)["busy"]["new_rows"] == 5
+
+
+def test_one_models_failing_report_does_not_stop_the_others(conn):
+    for model in ("a", "b"):
+        _baseline_model(conn, model, n=500, drift_min_rows=10)
+    conn.execute("""
+        CREATE FUNCTION reject_a() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.model_name = 'a' THEN RAISE EXCEPTION 'no metrics for a'; END IF;
+            RETURN NEW;
+        END $$""")
+    conn.execute("CREATE TRIGGER reject_a BEFORE INSERT ON model_metrics "
+                 "FOR EACH ROW EXECUTE FUNCTION reject_a()")
+    for model in ("a", "b"):
+        ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=67), model))
+    result = ds.refresh(conn)
+    assert result["a"]["reported"] is False and result["b"]["reported"] is True
+    assert result["a"]["new_rows"] == 20
+    ds.assert_recount(conn, "a")
+    conn.execute("DROP TRIGGER reject_a ON model_metrics")
+    assert ds.refresh(conn)["a"]["reported"] is True  # still due, reported now
+
+
+def test_a_deferred_report_is_written_before_the_baseline_moves(conn, db_url):
+    rows = _baseline_model(conn, n=500, drift_min_rows=10)
+    ds.insert_values(conn, ds.unscored(ds.feature_rows(50, seed=68, x_mean=3.0), M))
+    with psycopg.connect(db_url) as writer:
+        writer.execute("SELECT retrain_lock_model(%s)", (M,))
+        assert ds.refresh(conn)[M]["reported"] is False
+    # The retrain's new baseline: what was seen against the old one is reported first.
+    ds.store_baseline(conn, M, rows, version="2")
+    [(_, version, _, drift_score)] = ds.monitor_rows(conn, M)
+    assert version == "1" and drift_score > 0.25
+
+
+def test_many_gaps_above_the_horizon_when_a_baseline_is_stored_count_exactly(conn, db_url):
+    rows = ds.feature_rows(500, seed=69)
+    copy_rows(conn, ds.unscored(rows, M))
+    ds.quiet_policy(conn, M, drift_min_rows=10)
+    with psycopg.connect(db_url) as late:
+        # An open writer holds the horizon; above it, committed rows and the
+        # ids of rolled-back statements alternate: many runs of visible ids.
+        late_ids = ds.insert_values(late, ds.unscored(ds.feature_rows(3, seed=70), M))
+        with psycopg.connect(db_url) as other:
+            for i in range(200):
+                ds.insert_values(other, ds.unscored(ds.feature_rows(1, seed=71 + i), M))
+                other.commit()
+                ds.insert_values(other, ds.unscored(ds.feature_rows(1, seed=71 + i), M))
+                other.rollback()
+        ds.store_baseline(conn, M, rows)
+        runs = conn.execute("SELECT count(*) FROM drift_baselines, unnest(before_ids) "
+                            "WHERE model_name = %s", (M,)).fetchone()[0]
+        assert runs >= 200
+        late.commit()
+    after = ds.feature_rows(30, seed=72)
+    ds.insert_values(conn, ds.unscored(after, M))
+    ds.refresh(conn)
+    late_rows = [r[0] for r in conn.execute(
+        "SELECT features FROM training_data WHERE id = ANY (%s) ORDER BY id", (late_ids,))]
+    ds.assert_recount(conn, M, late_rows + after)
+
+
+def test_a_label_that_arrives_while_the_first_baseline_is_stored_counts(conn, db_url):
+    rows = ds.feature_rows(100, seed=73)
+    copy_rows(conn, ds.unscored(rows, M))
+    ds.quiet_policy(conn, M, drift_min_rows=1)
+    ds.refresh(conn)
+    with psycopg.connect(db_url) as writer, psycopg.connect(db_url) as outcome, \
+            psycopg.connect(db_url) as labeller:
+        late = ds.insert_values(writer, ds.scored(ds.feature_rows(1, seed=74), M, label=False))[0]
+        ds.store_baseline(outcome, M, rows)       # the worker's outcome transaction, open
+        writer.commit()                           # a row committed after the baseline
+        labeller.execute("UPDATE training_data SET label = prediction WHERE id = %s", (late,))
+        outcome.commit()                          # the UPDATE saw no baseline
+        ds.refresh(conn)
+        labeller.commit()
+    ds.refresh(conn)
+    base = ds.baseline_row(conn, M)
+    assert (base["recent_rows"], base["labelled_rows"], base["correct_rows"]) == (1, 1, 1)
+
+
+def test_the_writer_holding_the_count_back_is_named(conn, db_url):
+    from worker.queries import query
+
+    _baseline_model(conn)
+    with psycopg.connect(db_url) as writer:
+        ds.insert_values(writer, ds.unscored(ds.feature_rows(3, seed=75), M))
+        ds.insert_values(conn, ds.unscored(ds.feature_rows(7, seed=76), M))
+        ds.refresh(conn)
+        pid, since, waiting = conn.execute(query("long_drift_writer"),
+                                           {"older_than": "0 seconds"}).fetchone()
+        assert pid == writer.info.backend_pid and waiting == 10
+        writer.commit()
+    ds.refresh(conn)
+    assert conn.execute(query("long_drift_writer"), {"older_than": "0 seconds"}).fetchone() is None

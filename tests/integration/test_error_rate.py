@@ -708,3 +708,34 @@ def test_window_decisions_match_a_recount_after_every_statement(conn):
         seen = now
     # The run crossed the threshold both ways, and fired.
     assert seen > 0
+
+
+def test_wrong_predictions_of_repeatable_read_writers_are_not_lost_to_the_bound(conn, db_url):
+    # The bound of a READ COMMITTED read; then wrong predictions by REPEATABLE
+    # READ writers, which cannot add to a bound they may not see.
+    set_policy(conn, "m", error_window=200, min_error_rows=50, cooldown="0")
+    insert_scored(conn, "m", [False] * 100)
+    insert_scored(conn, "m", [True])  # 1/101: a full read, a bound
+    with psycopg.connect(db_url) as rr:
+        rr.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        for _ in range(10):
+            insert_scored(rr, "m", [True])  # each at most 11/111: nothing fires
+            rr.commit()
+    assert events(conn) == []
+    insert_scored(conn, "m", [True])  # 12/112, over 0.1
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 112
+    assert detail["rolling_error_rate"] == pytest.approx(12 / 112)
+
+
+def test_deleting_statements_do_not_wait_for_each_other(conn, db_url, wide_window):
+    _a_quiet_window_of(conn, 50)
+    first = insert_row(conn, "m", label="a", prediction="a")
+    second = insert_row(conn, "m", label="a", prediction="a")
+    with psycopg.connect(db_url) as one, psycopg.connect(db_url) as two:
+        one.execute("DELETE FROM training_data WHERE id = %s", (first,))
+        two.execute("SET lock_timeout = '5s'")
+        two.execute("DELETE FROM training_data WHERE id = %s", (second,))
+        two.execute("DELETE FROM training_data WHERE false")
+        one.commit()
+        two.commit()

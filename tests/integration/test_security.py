@@ -87,7 +87,7 @@ def test_trigger_functions_are_security_definer_with_a_fixed_search_path(conn):
         assert config and any(c.startswith("search_path=") and c.endswith("pg_temp") for c in config), name
     definers = {name for name, secdef, _ in rows if secdef}
     assert definers == {
-        "training_data_after_insert", "training_data_after_update", "training_data_after_removal",
-        "model_metrics_after_write", "request_retrain", "check_retrain_schedules",
-        "retrain_policies_after_change",
+        "training_data_after_insert", "training_data_after_update", "training_data_after_delete",
+        "training_data_after_truncate", "model_metrics_after_write", "request_retrain",
+        "check_retrain_schedules", "retrain_policies_after_change", "drift_horizon_advance",
     }

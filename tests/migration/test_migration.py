@@ -188,9 +188,9 @@ def test_upgrading_keeps_each_models_error_window_and_privileges(empty_db_url):
 
 
 def test_upgrading_to_the_drift_horizon_counts_every_row_once(empty_db_url):
-    # Before revision 0013 the insert path recorded arrivals in drift_inbox;
+    # Before revision 0012 the insert path recorded arrivals in drift_inbox;
     # the upgrade counts what it still holds, then counts by id from there.
-    migrate.upgrade(empty_db_url, "0012_quiet_single_rows")
+    migrate.upgrade(empty_db_url, "0011_cheaper_insert_path")
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         conn.execute((sql_dir() / "roles.sql").read_text())
         drift_support.store_baseline(conn, "m", drift_support.feature_rows(500, seed=1))
@@ -212,7 +212,7 @@ def test_upgrading_to_the_drift_horizon_counts_every_row_once(empty_db_url):
         drift_support.assert_recount(conn, "m", before + after)
 
     # And back: everything counted first, then the arrival records again.
-    migrate.downgrade(empty_db_url, "0012_quiet_single_rows")
+    migrate.downgrade(empty_db_url, "0011_cheaper_insert_path")
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         more = drift_support.feature_rows(20, seed=4)
         drift_support.insert_values(conn, drift_support.unscored(more, "m"))
@@ -221,3 +221,46 @@ def test_upgrading_to_the_drift_horizon_counts_every_row_once(empty_db_url):
         assert conn.execute(
             "SELECT has_table_privilege('pgretrain_worker', 'drift_inbox', 'DELETE')"
         ).fetchone()[0]
+
+
+def test_late_rows_keep_counting_across_the_upgrade_and_back(empty_db_url):
+    # At 0011 a row committed after its baseline with a lower id is a late
+    # row; from 0012 it is a gap of the baseline's before_ids. Labels that
+    # reach such rows count, and labels of rows from before the baseline do
+    # not, on either side.
+    migrate.upgrade(empty_db_url, "0011_cheaper_insert_path")
+    base_rows = drift_support.feature_rows(300, seed=11)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn, \
+            psycopg.connect(empty_db_url) as late:
+        drift_support.insert_values(conn, drift_support.unscored(base_rows, "m"))
+        late_ids = drift_support.insert_values(
+            late, drift_support.scored(drift_support.feature_rows(4, seed=12), "m", label=False))
+        drift_support.insert_values(conn, drift_support.unscored(
+            drift_support.feature_rows(2, seed=13), "m"))
+        drift_support.store_baseline(conn, "m", base_rows)
+        late.commit()
+        drift_support.refresh(conn)
+        before_id = conn.execute("SELECT min(id) FROM training_data").fetchone()[0]
+
+    def label(conn, ids):
+        conn.execute("UPDATE training_data SET label = prediction WHERE id = ANY (%s)", (ids,))
+
+    def labelled(conn):
+        drift_support.refresh(conn)
+        return drift_support.baseline_row(conn, "m")["labelled_rows"]
+
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert drift_support.baseline_row(conn, "m")["recent_rows"] == 4
+        label(conn, late_ids[:2] + [before_id])
+        assert labelled(conn) == 2
+
+    migrate.downgrade(empty_db_url, "0011_cheaper_insert_path")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        label(conn, late_ids[2:3])
+        assert labelled(conn) == 3
+
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        label(conn, late_ids[3:])
+        assert labelled(conn) == 4
