@@ -21,6 +21,11 @@ Cases (same rows, one model, nine jsonb features):
   quiet   every prediction right, error_rate 0.05: nothing can fire
   wrong   every 20th prediction wrong (5%): the window is read on those rows
   fire    error_rate 0.5 on every row: every row extends the pending event
+
+With --floor, the quiet rows are also counted with the stripped-down
+trigger bodies of bench/trigger_floor.py (noop, noop_plain, read_row,
+read_model) in place of training_data_after_insert(): what any trigger
+costs here before it decides anything.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CASES = {
     "off": ("DISABLE", "0.05", None),
@@ -79,10 +85,20 @@ def as_server_user(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, **kwargs)
 
 
+def floor_body(variant: str) -> str:
+    """trigger_floor.py's variant as one line: the single-user backend ends a
+    statement at each newline."""
+    from trigger_floor import BODIES, HEADER
+
+    options, body = BODIES[variant]
+    return " ".join(HEADER.format(options=options, body=body).split())
+
+
 def statements(case: str, rows: int, warmup: int) -> str:
-    toggle, error_rate, wrong_every = CASES[case]
+    toggle, error_rate, wrong_every = CASES.get(case, CASES["quiet"])
     lines = [
         "SET synchronous_commit = off",
+        *([floor_body(case)] if case not in CASES else []),
         f"ALTER TABLE training_data {toggle} TRIGGER USER",
         "TRUNCATE training_data, retrain_events, retrain_window_bounds RESTART IDENTITY",
         # The model is known, as in any load after its first row.
@@ -123,6 +139,8 @@ def main() -> int:
     parser.add_argument("--n1", type=int, default=100, help="statements in the short run (100)")
     parser.add_argument("--n2", type=int, default=300, help="statements in the long run (300)")
     parser.add_argument("--warmup", type=int, default=300, help="statements before either (300)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also count the quiet rows under trigger_floor.py's bodies")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise BenchError("valgrind is not installed")
@@ -149,7 +167,9 @@ def main() -> int:
             as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-w", "stop"],
                            check=True, capture_output=True)
         per_statement = {}
-        for case in CASES:
+        from trigger_floor import BODIES
+
+        for case in [*CASES, *(BODIES if args.floor else ())]:
             log(f"{case}: callgrind, {args.n1} and {args.n2} statements ...")
             short = count(binaries, data, work, case, args.n1, args.warmup)
             long = count(binaries, data, work, case, args.n2, args.warmup)
@@ -161,9 +181,9 @@ def main() -> int:
     version = subprocess.run([str(binaries / "postgres"), "--version"], capture_output=True,
                              text=True).stdout.strip()
     print(f"server: {version}, single-user backend, synchronous_commit off")
-    print(f"{'case':<8} {'instructions':>13} {'+ over off':>11} {'ratio':>7}")
+    print(f"{'case':<11} {'instructions':>13} {'+ over off':>11} {'ratio':>7}")
     for case, value in per_statement.items():
-        print(f"{case:<8} {value:>13,.0f} {value - base:>+11,.0f} {value / base:>6.2f}x")
+        print(f"{case:<11} {value:>13,.0f} {value - base:>+11,.0f} {value / base:>6.2f}x")
     return 0
 
 
