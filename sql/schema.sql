@@ -472,6 +472,28 @@ $$;
 -- training_data: error_rate (row value and rolling window)
 -- ---------------------------------------------------------------------------
 
+-- A statement brought wrong predictions (or changed scored rows) of a model
+-- whose policy is disabled: nothing fires, but the model's bound must not
+-- be trusted once the policy is enabled again, by a read that could not see
+-- these rows (this transaction may commit after it). Under the model's lock,
+-- like the reads: one void is enough while one is there (a read takes them
+-- away under the lock, and this statement sees whether one did); a
+-- REPEATABLE READ or SERIALIZABLE transaction cannot see that, and always
+-- adds one.
+CREATE FUNCTION retrain_void_window(p_model_name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM retrain_lock_model(p_model_name);
+    IF current_setting('transaction_isolation') <> 'read committed'
+       OR NOT EXISTS (SELECT FROM retrain_window_voids AS x WHERE x.model_name = p_model_name) THEN
+        INSERT INTO retrain_window_voids (model_name) VALUES (p_model_name);
+    END IF;
+END;
+$$;
+
 -- The error_rate decision for one model whose policy is enabled, after a
 -- statement added or changed some of its rows: p_max_error_rate is the
 -- highest error_rate they report (p_max_error_row_id the first row reporting
@@ -548,9 +570,10 @@ BEGIN
         -- A transaction whose snapshot is older than its statements (REPEATABLE
         -- READ, SERIALIZABLE) may not see the newest bound, and writing one
         -- could fail on a concurrent update: it reads the window, and voids
-        -- the bound instead of adding its wrong predictions to it.
+        -- the bound instead of adding its wrong predictions to it. Always: a
+        -- void it sees may have been taken away by a read it cannot see.
         v_keep_bound := current_setting('transaction_isolation') = 'read committed';
-        IF NOT v_keep_bound AND NOT v_voided THEN
+        IF NOT v_keep_bound THEN
             INSERT INTO retrain_window_voids (model_name) VALUES (p_model_name);
         END IF;
 
@@ -706,6 +729,8 @@ BEGIN
                 v_label <> v_prediction OR (v_due AND v_scored),
                 CASE WHEN v_scored THEN v_id END,
                 coalesce(v_label <> v_prediction, false)::integer);
+        ELSIF NOT v_enabled AND v_label <> v_prediction THEN
+            PERFORM retrain_void_window(v_model_name);
         END IF;
         RETURN NULL;
     END IF;
@@ -740,6 +765,7 @@ BEGIN
               CROSS JOIN LATERAL retrain_policy_for(a.model_name) AS p
               LEFT JOIN retrain_models AS r ON r.model_name = a.model_name) AS c
         WHERE (c.enabled AND (c.max_error_rate > c.threshold OR c.check_window))
+           OR (NOT c.enabled AND c.check_window)
            OR c.copies_old
         -- One lock order for every statement, whatever models it writes.
         ORDER BY c.model_name
@@ -758,7 +784,12 @@ BEGIN
                 policy_version = m.policy_version, error_check_due = m.enabled
             WHERE model_name = m.model_name;
         END IF;
-        CONTINUE WHEN NOT m.enabled;
+        IF NOT m.enabled THEN
+            IF m.check_window THEN
+                PERFORM retrain_void_window(m.model_name);
+            END IF;
+            CONTINUE;
+        END IF;
         v_over := 0;
         v_row_id := NULL;
         IF m.max_error_rate > m.threshold THEN
@@ -807,6 +838,7 @@ BEGIN
                    (n.label IS NOT NULL AND n.prediction IS NOT NULL) AS is_scored,
                    n.label <> n.prediction AS is_error,
                    o.label <> o.prediction AS was_error,
+                   n.model_name IS DISTINCT FROM o.model_name AS moved_in,
                    -- Maybe counted by the monitor since the baseline, or to
                    -- be: above its max_row_id, or no baseline yet (one may
                    -- be committing); refresh_drift decides.
@@ -822,10 +854,12 @@ BEGIN
         per_model AS (
             SELECT c.model_name,
                    max(c.error_rate) AS max_error_rate,
-                   -- Rows that entered or left the window, or whose outcome
-                   -- changed: the rolling error rate may have risen.
+                   -- Rows that entered or left the window (moved in from
+                   -- another model, too), or whose outcome changed: the
+                   -- rolling error rate may have risen.
                    bool_or(c.is_scored IS DISTINCT FROM c.was_scored
-                           OR c.is_error IS DISTINCT FROM c.was_error) AS window_changed,
+                           OR c.is_error IS DISTINCT FROM c.was_error
+                           OR (c.moved_in AND c.is_scored)) AS window_changed,
                    max(c.id) FILTER (WHERE c.is_scored OR c.was_scored) AS newest_scored,
                    -- For the drift monitor's accuracy: per row, the labelled
                    -- and correct rows gained or lost since the baseline.
@@ -868,6 +902,8 @@ BEGIN
             PERFORM retrain_check_training_rows(m.model_name, m.threshold, m.error_window,
                                                 m.min_error_rows, m.max_error_rate, v_row_id,
                                                 v_over, m.window_changed, m.newest_scored, NULL);
+        ELSIF m.window_changed THEN
+            PERFORM retrain_void_window(m.model_name);
         END IF;
         IF m.change_ids IS NOT NULL THEN
             INSERT INTO drift_label_changes (model_name, row_ids, scored, correct)
@@ -901,9 +937,11 @@ BEGIN
 END;
 $$;
 
--- TRUNCATE (which may restart the ids): no window has rows, and every row
--- to come is new to the drift monitor. No writer of training_data runs
--- meanwhile (it is locked exclusively), and a refresh skips what this holds.
+-- TRUNCATE (which may restart the ids): no window has rows, every row to
+-- come is in its model's window (the windows start after id 0 again, not
+-- after an id from before), and every row to come is new to the drift
+-- monitor. No writer of training_data runs meanwhile (it is locked
+-- exclusively), and a refresh skips what this holds.
 CREATE FUNCTION training_data_after_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -913,6 +951,7 @@ AS $$
 BEGIN
     DELETE FROM retrain_window_bounds;
     DELETE FROM retrain_window_voids;
+    UPDATE retrain_events SET error_window_after = 0 WHERE error_window_after <> 0;
     UPDATE drift_horizon SET counted_id = 0, newest_id = 0;
     DELETE FROM drift_writers;
     DELETE FROM drift_label_changes;
@@ -921,6 +960,25 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+
+-- The error window and the drift monitor know rows by id, so an UPDATE may
+-- not give a row a new one (UPDATE ... SET id = DEFAULT would).
+CREATE FUNCTION training_data_before_id_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    RAISE EXCEPTION 'training_data.id must not change (row % would become %)', OLD.id, NEW.id
+        USING ERRCODE = 'check_violation', COLUMN = 'id', TABLE = 'training_data',
+              HINT = 'insert the row again and delete the old one';
+END;
+$$;
+
+CREATE TRIGGER training_data_id_is_fixed
+    BEFORE UPDATE OF id ON training_data
+    FOR EACH ROW WHEN (NEW.id IS DISTINCT FROM OLD.id)
+    EXECUTE FUNCTION training_data_before_id_change();
 
 CREATE TRIGGER training_data_check_inserted
     AFTER INSERT ON training_data
@@ -1459,11 +1517,21 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_horizon  bigint;
+    v_locked   boolean := false;
 BEGIN
-    v_horizon := drift_horizon_advance();
     -- What was counted against the old baseline and not reported yet is
-    -- reported before the baseline moves (this may wait for the model's lock).
-    PERFORM drift_report_model(p_model_name, true);
+    -- reported before the baseline moves. That needs the model's lock (a
+    -- writer of the model holds it to its commit), taken before the
+    -- horizon's row so that waiting for it holds up no refresh. A report
+    -- that a refresh running meanwhile makes due is written only if the
+    -- lock is free then, else it goes with the old baseline.
+    IF EXISTS (SELECT FROM drift_baselines AS b
+               WHERE b.model_name = p_model_name AND b.report_due) THEN
+        PERFORM retrain_lock_model(p_model_name);
+        v_locked := true;
+    END IF;
+    v_horizon := drift_horizon_advance();
+    PERFORM drift_report_model(p_model_name, v_locked);
     DELETE FROM drift_baselines WHERE model_name = p_model_name;
     v_horizon := greatest(v_horizon, (SELECT h.counted_id FROM drift_horizon AS h));
     INSERT INTO drift_baselines (model_name, model_version, event_id, baseline_rows, max_row_id,

@@ -767,3 +767,33 @@ def test_the_writer_holding_the_count_back_is_named(conn, db_url):
         writer.commit()
     ds.refresh(conn)
     assert conn.execute(query("long_drift_writer"), {"older_than": "0 seconds"}).fetchone() is None
+
+
+def test_storing_a_baseline_that_waits_for_a_writer_holds_up_no_refresh(conn, db_url):
+    import threading
+
+    from tests.helpers import wait_until_blocked
+
+    rows = _baseline_model(conn, n=500, drift_min_rows=10)
+    ds.insert_values(conn, ds.unscored(ds.feature_rows(50, seed=75, x_mean=3.0), M))
+    with psycopg.connect(db_url) as writer, psycopg.connect(db_url) as outcome:
+        writer.execute("SELECT retrain_lock_model(%s)", (M,))  # an ETL transaction, open
+        assert ds.refresh(conn)[M]["reported"] is False  # the report is due
+        # A worker records the retrain's outcome: it must report first, and
+        # so waits for the writer.
+        stored = threading.Thread(target=ds.store_baseline, args=(outcome, M, rows),
+                                  kwargs={"version": "2"})
+        stored.start()
+        try:
+            wait_until_blocked(conn)
+            # Meanwhile every other worker refreshes before it claims.
+            with psycopg.connect(db_url, autocommit=True) as other:
+                other.execute("SET lock_timeout = '5s'")
+                other.execute("SELECT * FROM refresh_drift()").fetchall()
+        finally:
+            writer.commit()
+            stored.join(timeout=30)
+        assert not stored.is_alive()
+        outcome.commit()
+    [(_, version, _, drift_score)] = ds.monitor_rows(conn, M)
+    assert version == "1" and drift_score > 0.25

@@ -739,3 +739,94 @@ def test_deleting_statements_do_not_wait_for_each_other(conn, db_url, wide_windo
         two.execute("DELETE FROM training_data WHERE false")
         one.commit()
         two.commit()
+
+
+def test_after_truncate_restart_identity_the_window_starts_at_the_first_row(conn, wide_window):
+    insert_scored(conn, "m", [False] * 20)
+    finish_retrain(conn, "m")  # the window starts after id 20
+    conn.execute("TRUNCATE training_data RESTART IDENTITY")
+    insert_scored(conn, "m", [False] * 4)  # ids 1-4 again
+    insert_scored(conn, "m", [True])  # 1/5, over 0.1
+    detail = pending_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 5
+    assert detail["rolling_error_rate"] == pytest.approx(1 / 5)
+
+
+def test_a_repeatable_read_writer_voids_the_bound_even_when_it_sees_a_void(conn, db_url):
+    # The void this writer sees in its snapshot has been taken away by a
+    # READ COMMITTED read it cannot see; its wrong predictions must still
+    # keep later writers from trusting that read's bound.
+    set_policy(conn, "m", error_window=200, min_error_rows=50, cooldown="0")
+    ids = insert_scored_batch(conn, "m", [False] * 201)
+    insert_scored(conn, "m", [True])  # a full read: 1/200, a bound
+    conn.execute("DELETE FROM training_data WHERE id = %s", (ids[1],))  # voids it
+    with psycopg.connect(db_url) as rr:
+        rr.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        rr.execute("SELECT count(*) FROM training_data").fetchone()  # the snapshot, void in it
+        insert_scored(conn, "m", [True])  # a full read takes the void away: 2/200
+        insert_scored_batch(rr, "m", [True] * 15)  # 16/200 as it sees the window
+        rr.commit()
+    assert events(conn) == []  # 17/200
+    for _ in range(4):
+        insert_scored(conn, "m", [True])  # 18/200 ... 21/200: over 0.1 at the last
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 200
+    assert detail["rolling_error_rate"] == pytest.approx(21 / 200)
+
+
+def test_rows_moved_into_a_model_enter_its_window(conn, wide_window):
+    _a_quiet_window_of(conn, 91)  # m: 1 wrong in 91, and a bound
+    moved = insert_scored_batch(conn, "other", [True] * 8)
+    conn.execute("UPDATE training_data SET model_name = 'm' WHERE id = ANY (%s)", (moved,))
+    # m's window: 99 rows, 9 wrong; one more wrong: 10/100, not over; another: 11/100.
+    insert_scored(conn, "m", [True])
+    assert events(conn, "m") == []
+    insert_scored(conn, "m", [True])
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 100
+    assert detail["rolling_error_rate"] == pytest.approx(11 / 100)
+
+
+def test_moving_wrong_rows_into_a_model_can_fire_it(conn, wide_window):
+    _a_quiet_window_of(conn, 91)
+    moved = insert_scored_batch(conn, "other", [True] * 20)
+    conn.execute("UPDATE training_data SET model_name = 'm' WHERE id = ANY (%s)", (moved,))
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["window_rows"] == 100
+    assert detail["rolling_error_rate"] == pytest.approx(21 / 100)
+
+
+@pytest.mark.parametrize("statement", ["single", "multi"])
+def test_wrong_predictions_of_a_disabled_policy_count_once_it_is_enabled(conn, db_url,
+                                                                          statement):
+    # A writer from the disabled days commits after the policy is enabled
+    # again and after the model's first look at its window (which could not
+    # see its rows): they still count.
+    set_policy(conn, "m", error_window=200, min_error_rows=50, cooldown="0")
+    insert_scored_batch(conn, "m", [False] * 200)
+    insert_scored(conn, "m", [True])  # a bound: 1/200
+    set_policy(conn, "m", enabled=False)
+    insert_scored(conn, "m", [False])  # the copies say disabled now
+    with psycopg.connect(db_url) as late:
+        if statement == "single":
+            for _ in range(30):
+                insert_scored(late, "m", [True])
+        else:
+            insert_scored_batch(late, "m", [True] * 30)
+        set_policy(conn, "m", enabled=True)
+        insert_scored(conn, "m", [False])  # the look after the policy change: 1/200
+        late.commit()
+    assert events(conn) == []
+    insert_scored(conn, "m", [True])  # 32/200
+    detail = only_event(conn, "m")["details"]["error_rate"]["first"]
+    assert detail["rolling_error_rate"] == pytest.approx(32 / 200)
+
+
+def test_a_disabled_models_wrong_predictions_keep_one_void(conn):
+    set_policy(conn, "m", enabled=False)
+    for _ in range(5):
+        insert_scored(conn, "m", [True])
+    insert_scored_batch(conn, "m", [True] * 3)
+    assert conn.execute("SELECT count(*) FROM retrain_window_voids "
+                        "WHERE model_name = 'm'").fetchone()[0] == 1
+    assert events(conn) == []

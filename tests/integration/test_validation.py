@@ -120,3 +120,14 @@ def test_default_policy_exists_with_spec_defaults_and_cannot_be_deleted(conn):
                    50, 3, 200, 50, 200)
     with pytest.raises(psycopg.errors.RestrictViolation):
         conn.execute("DELETE FROM retrain_policies WHERE model_name = 'default'")
+
+
+def test_an_update_may_not_give_a_row_a_new_id(conn):
+    row = conn.execute("INSERT INTO training_data (features) VALUES ('{}') RETURNING id").fetchone()[0]
+    with pytest.raises(psycopg.errors.CheckViolation) as err:
+        conn.execute("UPDATE training_data SET id = DEFAULT WHERE id = %s", (row,))
+    assert "training_data.id must not change" in str(err.value)
+    assert err.value.diag.column_name == "id"
+    # Other columns still change, and setting id to itself is no change.
+    conn.execute("UPDATE training_data SET label = 'a' WHERE id = %s", (row,))
+    assert conn.execute("SELECT id, label FROM training_data").fetchall() == [(row, "a")]

@@ -14,9 +14,15 @@ from worker.schema_files import apply_frozen_sql, sha256_of
 # Each query lists one kind of object in the current schema, as comparable text.
 CATALOG_QUERIES = {
     "relations": """
-        SELECT c.relname, c.relkind FROM pg_class c
+        SELECT c.relname, c.relkind, c.relacl::text, pg_get_userbyid(c.relowner)
+        FROM pg_class c
         WHERE c.relnamespace = current_schema()::regnamespace
           AND c.relname <> 'alembic_version' AND c.relname NOT LIKE 'alembic_version%'""",
+    "sequences": """
+        SELECT c.relname, s.seqtypid::regtype::text, s.seqstart, s.seqincrement, s.seqmax,
+               s.seqmin, s.seqcache, s.seqcycle
+        FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
+        WHERE c.relnamespace = current_schema()::regnamespace""",
     "columns": """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                pg_get_expr(d.adbin, d.adrelid), a.attidentity,
@@ -106,6 +112,31 @@ def test_downgrade_base_removes_everything_and_upgrade_works_again(empty_db_url)
 
     migrate.upgrade(empty_db_url)
     assert snapshot(empty_db_url) == at_head
+
+
+def _privileges(url: str) -> list:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT c.relname, c.relacl::text FROM pg_class c "
+            "WHERE c.relnamespace = current_schema()::regnamespace "
+            "AND c.relname NOT LIKE 'alembic_version%' "
+            "UNION ALL SELECT p.oid::regprocedure::text, p.proacl::text FROM pg_proc p "
+            "WHERE p.pronamespace = current_schema()::regnamespace ORDER BY 1").fetchall()
+
+
+def test_upgrading_after_roles_sql_grants_what_a_fresh_install_does(db_url, empty_db_url):
+    # Fresh: the schema at head, then sql/roles.sql. Upgraded: roles.sql ran
+    # at revision 0011, before the window and drift tables of 0012 existed.
+    roles = (sql_dir() / "roles.sql").read_text()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(roles)
+    migrate.upgrade(empty_db_url, "0011_cheaper_insert_path")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(roles)
+    migrate.upgrade(empty_db_url)
+    fresh, upgraded = _privileges(db_url), _privileges(empty_db_url)
+    assert any("pgretrain_worker" in (acl or "") for _, acl in fresh)
+    assert upgraded == fresh
 
 
 def test_every_revision_applies_frozen_files_whose_hash_it_pins():
@@ -264,3 +295,25 @@ def test_late_rows_keep_counting_across_the_upgrade_and_back(empty_db_url):
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         label(conn, late_ids[3:])
         assert labelled(conn) == 4
+
+
+def test_upgrading_restarts_windows_a_truncate_left_behind(empty_db_url):
+    # Before revision 0013 a TRUNCATE ... RESTART IDENTITY left each model's
+    # window after an id the new rows would take a long time to pass.
+    from tests.helpers import finish_retrain, insert_scored
+
+    migrate.upgrade(empty_db_url, "0012_insert_path_writes_nothing")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        insert_scored(conn, "stuck", [False] * 20)
+        finish_retrain(conn, "stuck")  # after id 20
+        insert_scored(conn, "also", [False] * 5)
+        finish_retrain(conn, "also")  # after id 25
+        conn.execute("TRUNCATE training_data RESTART IDENTITY")
+        insert_scored(conn, "stuck", [False] * 3)  # ids 1-3
+        insert_scored(conn, "passed", [False] * 2)
+        finish_retrain(conn, "passed")  # after id 5, which the sequence has reached
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        starts = dict(conn.execute(
+            "SELECT model_name, error_window_after FROM retrain_events").fetchall())
+    assert starts == {"stuck": 0, "also": 0, "passed": 5}
