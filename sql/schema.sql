@@ -475,22 +475,28 @@ $$;
 -- A statement brought wrong predictions (or changed scored rows) of a model
 -- whose policy is disabled: nothing fires, but the model's bound must not
 -- be trusted once the policy is enabled again, by a read that could not see
--- these rows (this transaction may commit after it). Under the model's lock,
--- like the reads: one void is enough while one is there (a read takes them
--- away under the lock, and this statement sees whether one did); a
--- REPEATABLE READ or SERIALIZABLE transaction cannot see that, and always
--- adds one.
+-- these rows (this transaction may commit after it). A void does that: it
+-- becomes visible with the rows. One is enough while one is there, if this
+-- statement holds the model's lock (a read takes voids away under it, and
+-- then this statement sees that it did); it only tries the lock, since a
+-- disabled model's writers need not queue (two that update the same rows
+-- would deadlock), and adds one when the lock is busy, or when it cannot
+-- see the newest state (REPEATABLE READ, SERIALIZABLE).
 CREATE FUNCTION retrain_void_window(p_model_name text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    PERFORM retrain_lock_model(p_model_name);
-    IF current_setting('transaction_isolation') <> 'read committed'
-       OR NOT EXISTS (SELECT FROM retrain_window_voids AS x WHERE x.model_name = p_model_name) THEN
-        INSERT INTO retrain_window_voids (model_name) VALUES (p_model_name);
+    IF current_setting('transaction_isolation') = 'read committed'
+       AND retrain_try_lock_model(p_model_name) THEN
+        -- A statement of its own, after the lock: it sees what every read
+        -- that held the lock before did.
+        IF EXISTS (SELECT FROM retrain_window_voids AS x WHERE x.model_name = p_model_name) THEN
+            RETURN;
+        END IF;
     END IF;
+    INSERT INTO retrain_window_voids (model_name) VALUES (p_model_name);
 END;
 $$;
 
@@ -975,8 +981,10 @@ BEGIN
 END;
 $$;
 
+-- AFTER, not BEFORE: PostgreSQL locks every row an UPDATE changes again for
+-- a BEFORE row trigger before it looks at the trigger's columns.
 CREATE TRIGGER training_data_id_is_fixed
-    BEFORE UPDATE OF id ON training_data
+    AFTER UPDATE OF id ON training_data
     FOR EACH ROW WHEN (NEW.id IS DISTINCT FROM OLD.id)
     EXECUTE FUNCTION training_data_before_id_change();
 
@@ -1517,21 +1525,18 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_horizon  bigint;
-    v_locked   boolean := false;
 BEGIN
     -- What was counted against the old baseline and not reported yet is
-    -- reported before the baseline moves. That needs the model's lock (a
-    -- writer of the model holds it to its commit), taken before the
-    -- horizon's row so that waiting for it holds up no refresh. A report
-    -- that a refresh running meanwhile makes due is written only if the
-    -- lock is free then, else it goes with the old baseline.
-    IF EXISTS (SELECT FROM drift_baselines AS b
-               WHERE b.model_name = p_model_name AND b.report_due) THEN
+    -- reported before the baseline moves. That may need the model's lock (a
+    -- writer of the model holds it to its commit): taken before the
+    -- horizon's row, so that waiting for it holds up no refresh, and
+    -- whenever there is an old baseline, because a refresh still running
+    -- may make its report due.
+    IF EXISTS (SELECT FROM drift_baselines AS b WHERE b.model_name = p_model_name) THEN
         PERFORM retrain_lock_model(p_model_name);
-        v_locked := true;
     END IF;
     v_horizon := drift_horizon_advance();
-    PERFORM drift_report_model(p_model_name, v_locked);
+    PERFORM drift_report_model(p_model_name, true);
     DELETE FROM drift_baselines WHERE model_name = p_model_name;
     v_horizon := greatest(v_horizon, (SELECT h.counted_id FROM drift_horizon AS h));
     INSERT INTO drift_baselines (model_name, model_version, event_id, baseline_rows, max_row_id,

@@ -1,7 +1,8 @@
 -- Frozen: applied by revision 0013_window_and_baseline_fixes on downgrade. Never edit.
 --
 -- Back to revision 0012's functions. The windows restarted on the upgrade
--- and the grants it gave stay.
+-- stay restarted, and the grants it gave on retrain_window_bounds and
+-- retrain_window_voids stay on purpose: revision 0012 should have given them.
 
 DROP TRIGGER training_data_id_is_fixed ON training_data;
 

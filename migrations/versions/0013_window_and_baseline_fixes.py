@@ -39,9 +39,9 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0013_window_and_baseline_fixes.up.sql",
-                     sha256="5086644d93a40778503755c3d165d69421227e2723c396cef252e45605d8c79c")
+                     sha256="b5cc20f373c759d592238855a604104b4d1211b1937288cfec801f9f987496d7")
 
 
 def downgrade() -> None:
     apply_frozen_sql(op, HERE / "0013_window_and_baseline_fixes.down.sql",
-                     sha256="432cd8eeb29d26ef70a594f77e5b103d79224739661171551e7552433fb9ee3b")
+                     sha256="c1e7bd15460d556e743e0405caf92c14c1a2d89ed8764056bbb401bea20e936e")

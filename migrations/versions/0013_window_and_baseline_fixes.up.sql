@@ -7,13 +7,19 @@
 -- model's lock before the drift horizon; the worker's grants reach the
 -- window tables on upgraded databases.
 
--- Windows that a TRUNCATE ... RESTART IDENTITY left after an id that
--- neither the sequence nor any row has reached again: they start at the
--- first row again.
-UPDATE retrain_events SET error_window_after = 0
-WHERE error_window_after > greatest(
-    coalesce(pg_sequence_last_value(pg_get_serial_sequence('training_data', 'id')::regclass), 0),
-    coalesce((SELECT max(t.id) FROM training_data AS t), 0));
+-- Windows that a TRUNCATE ... RESTART IDENTITY under revision 0012 left
+-- after ids from before it: every row there is now was created after the
+-- retrain finished, yet the ids start at or below its window's start (or
+-- there is no row, and the sequence is below it). They start at the first
+-- row again.
+WITH t AS (SELECT min(id) AS min_id, min(created_at) AS min_created FROM training_data)
+UPDATE retrain_events AS e SET error_window_after = 0
+FROM t
+WHERE e.error_window_after > 0
+  AND CASE WHEN t.min_id IS NULL
+           THEN e.error_window_after > coalesce(pg_sequence_last_value(
+                    pg_get_serial_sequence('training_data', 'id')::regclass), 0)
+           ELSE t.min_created > e.finished_at AND t.min_id <= e.error_window_after END;
 
 -- Whoever may refresh the monitor (sql/roles.sql: the worker) may write
 -- these too, as on a fresh install.
@@ -41,11 +47,15 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    PERFORM retrain_lock_model(p_model_name);
-    IF current_setting('transaction_isolation') <> 'read committed'
-       OR NOT EXISTS (SELECT FROM retrain_window_voids AS x WHERE x.model_name = p_model_name) THEN
-        INSERT INTO retrain_window_voids (model_name) VALUES (p_model_name);
+    IF current_setting('transaction_isolation') = 'read committed'
+       AND retrain_try_lock_model(p_model_name) THEN
+        -- A statement of its own, after the lock: it sees what every read
+        -- that held the lock before did.
+        IF EXISTS (SELECT FROM retrain_window_voids AS x WHERE x.model_name = p_model_name) THEN
+            RETURN;
+        END IF;
     END IF;
+    INSERT INTO retrain_window_voids (model_name) VALUES (p_model_name);
 END;
 $$;
 
@@ -466,21 +476,18 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_horizon  bigint;
-    v_locked   boolean := false;
 BEGIN
     -- What was counted against the old baseline and not reported yet is
-    -- reported before the baseline moves. That needs the model's lock (a
-    -- writer of the model holds it to its commit), taken before the
-    -- horizon's row so that waiting for it holds up no refresh. A report
-    -- that a refresh running meanwhile makes due is written only if the
-    -- lock is free then, else it goes with the old baseline.
-    IF EXISTS (SELECT FROM drift_baselines AS b
-               WHERE b.model_name = p_model_name AND b.report_due) THEN
+    -- reported before the baseline moves. That may need the model's lock (a
+    -- writer of the model holds it to its commit): taken before the
+    -- horizon's row, so that waiting for it holds up no refresh, and
+    -- whenever there is an old baseline, because a refresh still running
+    -- may make its report due.
+    IF EXISTS (SELECT FROM drift_baselines AS b WHERE b.model_name = p_model_name) THEN
         PERFORM retrain_lock_model(p_model_name);
-        v_locked := true;
     END IF;
     v_horizon := drift_horizon_advance();
-    PERFORM drift_report_model(p_model_name, v_locked);
+    PERFORM drift_report_model(p_model_name, true);
     DELETE FROM drift_baselines WHERE model_name = p_model_name;
     v_horizon := greatest(v_horizon, (SELECT h.counted_id FROM drift_horizon AS h));
     INSERT INTO drift_baselines (model_name, model_version, event_id, baseline_rows, max_row_id,
@@ -515,6 +522,6 @@ END;
 $$;
 
 CREATE TRIGGER training_data_id_is_fixed
-    BEFORE UPDATE OF id ON training_data
+    AFTER UPDATE OF id ON training_data
     FOR EACH ROW WHEN (NEW.id IS DISTINCT FROM OLD.id)
     EXECUTE FUNCTION training_data_before_id_change();

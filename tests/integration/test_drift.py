@@ -797,3 +797,32 @@ def test_storing_a_baseline_that_waits_for_a_writer_holds_up_no_refresh(conn, db
         outcome.commit()
     [(_, version, _, drift_score)] = ds.monitor_rows(conn, M)
     assert version == "1" and drift_score > 0.25
+
+
+def test_a_report_a_running_refresh_makes_due_is_written_before_the_baseline_moves(conn,
+                                                                                  db_url):
+    import threading
+
+    from tests.helpers import wait_until_blocked
+
+    rows = _baseline_model(conn, n=500, drift_min_rows=10)
+    ds.refresh(conn)  # nothing due
+    ds.insert_values(conn, ds.unscored(ds.feature_rows(80, seed=76, x_mean=3.0), M))
+    with psycopg.connect(db_url) as writer, psycopg.connect(db_url) as refresher, \
+            psycopg.connect(db_url) as outcome:
+        writer.execute("SELECT retrain_lock_model(%s)", (M,))  # an open writer of the model
+        # A refresh, not committed yet: it counted the rows, could not report.
+        refresher.execute("SELECT * FROM refresh_drift()").fetchall()
+        stored = threading.Thread(target=ds.store_baseline, args=(outcome, M, rows),
+                                  kwargs={"version": "2"})
+        stored.start()
+        try:
+            wait_until_blocked(conn)
+            refresher.commit()  # the report is due now
+        finally:
+            writer.commit()
+            stored.join(timeout=30)
+        assert not stored.is_alive()
+        outcome.commit()
+    [(_, version, _, drift_score)] = ds.monitor_rows(conn, M)
+    assert version == "1" and drift_score > 0.25

@@ -4,6 +4,7 @@ and the rolling error rate of the model's newest scored rows."""
 import math
 import random
 import threading
+import time
 
 import psycopg
 import pytest
@@ -830,3 +831,36 @@ def test_a_disabled_models_wrong_predictions_keep_one_void(conn):
     assert conn.execute("SELECT count(*) FROM retrain_window_voids "
                         "WHERE model_name = 'm'").fetchone()[0] == 1
     assert events(conn) == []
+
+
+def test_writers_of_a_disabled_model_labelling_the_same_rows_do_not_deadlock(conn, db_url):
+    set_policy(conn, "d", enabled=False)
+    conn.execute("INSERT INTO training_data (model_name, features, prediction) "
+                 "SELECT 'd', '{}', 'a' FROM generate_series(1, 10)")
+    ids = [r[0] for r in conn.execute(
+        "SELECT id FROM training_data WHERE model_name = 'd' ORDER BY id").fetchall()]
+    with psycopg.connect(db_url) as first, psycopg.connect(db_url) as second:
+        insert_scored(second, "d", [True])  # a wrong prediction, its transaction open
+        failures = []
+
+        def label_five():
+            try:
+                first.execute("UPDATE training_data SET label = 'b' WHERE id = ANY (%s)",
+                              (ids[:5],))
+                first.commit()
+            except psycopg.Error as exc:
+                failures.append(exc)
+                first.rollback()
+
+        labelling = threading.Thread(target=label_five)
+        labelling.start()
+        try:
+            # The first labels rows 1-5 (had it to wait for the model's lock,
+            # it would wait here, holding them); the second then labels row 3.
+            time.sleep(0.3)
+            second.execute("UPDATE training_data SET label = 'a' WHERE id = %s", (ids[2],))
+            second.commit()
+        finally:
+            labelling.join(timeout=30)
+        assert not labelling.is_alive()
+        assert failures == []

@@ -299,21 +299,35 @@ def test_late_rows_keep_counting_across_the_upgrade_and_back(empty_db_url):
 
 def test_upgrading_restarts_windows_a_truncate_left_behind(empty_db_url):
     # Before revision 0013 a TRUNCATE ... RESTART IDENTITY left each model's
-    # window after an id the new rows would take a long time to pass.
+    # window after ids from before it.
     from tests.helpers import finish_retrain, insert_scored
 
     migrate.upgrade(empty_db_url, "0012_insert_path_writes_nothing")
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         insert_scored(conn, "stuck", [False] * 20)
         finish_retrain(conn, "stuck")  # after id 20
-        insert_scored(conn, "also", [False] * 5)
-        finish_retrain(conn, "also")  # after id 25
         conn.execute("TRUNCATE training_data RESTART IDENTITY")
-        insert_scored(conn, "stuck", [False] * 3)  # ids 1-3
-        insert_scored(conn, "passed", [False] * 2)
-        finish_retrain(conn, "passed")  # after id 5, which the sequence has reached
+        insert_scored(conn, "stuck", [False] * 31)  # ids 1-31: past 20 already
+        finish_retrain(conn, "passed")  # after id 31, with rows from before it
     migrate.upgrade(empty_db_url)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         starts = dict(conn.execute(
             "SELECT model_name, error_window_after FROM retrain_events").fetchall())
-    assert starts == {"stuck": 0, "also": 0, "passed": 5}
+    assert starts == {"stuck": 0, "passed": 31}
+
+
+def test_upgrading_restarts_a_window_left_behind_with_no_rows(empty_db_url):
+    from tests.helpers import finish_retrain, insert_scored
+
+    migrate.upgrade(empty_db_url, "0012_insert_path_writes_nothing")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        insert_scored(conn, "emptied", [False] * 20)
+        finish_retrain(conn, "emptied")  # after id 20
+        conn.execute("TRUNCATE training_data RESTART IDENTITY")
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT error_window_after FROM retrain_events").fetchall() == [(0,)]
+        insert_scored(conn, "emptied", [False] * 4 + [True])  # ids 1-5: 1/5 with 5 rows
+        # The default policy needs 50 rows: the window holds them, nothing fires yet.
+        assert conn.execute(
+            "SELECT count(*) FROM retrain_events WHERE status = 'pending'").fetchone()[0] == 0
