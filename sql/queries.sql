@@ -101,6 +101,14 @@ WHERE p.status = 'pending'
 -- The lock every trigger takes before the model's pending event.
 SELECT retrain_lock_model(%(model_name)s);
 
+-- lock_model_with_baseline --
+-- The model's lock if it has a drift baseline, which store_drift_baseline
+-- then needs (to report what was counted against it): taken first, before
+-- the event's row and any lock on training_data, so that waiting for a
+-- writer of the model blocks neither the heartbeat nor that writer.
+SELECT retrain_lock_model(b.model_name) FROM drift_baselines AS b
+WHERE b.model_name = %(model_name)s;
+
 -- check_schedules --
 SELECT check_retrain_schedules();
 

@@ -110,6 +110,9 @@ def finish_succeeded(conn: psycopg.Connection, event: Event, worker_id: str, out
     baseline = outcome.pop("baseline", [])
     baseline_rows = outcome.pop("baseline_rows", 0)
     with conn.transaction():
+        if baseline:
+            # May wait for an open writer of the model; see the query.
+            conn.execute(query("lock_model_with_baseline"), {"model_name": event.model_name})
         updated = conn.execute(
             query("finish_succeeded"), {"id": event.id, "worker_id": worker_id, **outcome}
         ).rowcount

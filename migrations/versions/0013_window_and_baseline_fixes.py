@@ -1,8 +1,12 @@
 """Fixes from a review of revision 0012.
 
 - After TRUNCATE training_data (RESTART IDENTITY or not) every model's
-  rolling window starts again at the first row; windows left after ids that
-  a restart had not handed out again are repaired on the upgrade.
+  rolling window starts again at the first row. Window starts that a
+  TRUNCATE ... RESTART IDENTITY under revision 0012 left above every id and
+  the sequence are repaired on the upgrade. Where the new ids have passed
+  such a start already, nothing in the data tells; reset it by hand:
+  UPDATE retrain_events SET error_window_after = 0
+  WHERE status = 'succeeded' AND finished_at < '<when you truncated>';
 - A REPEATABLE READ or SERIALIZABLE writer of wrong predictions always voids
   the model's error bound (a void it saw may have been taken away).
 - Rows moved into a model by UPDATE ... SET model_name change its window.
@@ -11,8 +15,11 @@
   after it.
 - training_data.id cannot change (UPDATE ... SET id = DEFAULT would count a
   row twice in the drift monitor).
-- store_drift_baseline takes the model's lock before the drift horizon, so
-  a worker waiting for a writer of the model holds up no refresh.
+- store_drift_baseline takes the model's lock before the drift horizon
+  when the model has a baseline (the worker takes it first in its outcome
+  transaction), so a worker waiting for a writer of the model holds up no
+  refresh, no heartbeat and no TRUNCATE, and no due report is lost.
+- Writers of a disabled model only try its lock.
 - Databases upgraded after sql/roles.sql ran give the worker the same
   privileges on retrain_window_bounds and retrain_window_voids as a fresh
   install.
@@ -39,7 +46,7 @@ HERE = Path(__file__).parent
 
 def upgrade() -> None:
     apply_frozen_sql(op, HERE / "0013_window_and_baseline_fixes.up.sql",
-                     sha256="b5cc20f373c759d592238855a604104b4d1211b1937288cfec801f9f987496d7")
+                     sha256="aa9697cb0ded4bc8c93ea796c85a78eb0b05b396bff5a074597a0e27ba45e379")
 
 
 def downgrade() -> None:

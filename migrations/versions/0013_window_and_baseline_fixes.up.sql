@@ -8,18 +8,13 @@
 -- window tables on upgraded databases.
 
 -- Windows that a TRUNCATE ... RESTART IDENTITY under revision 0012 left
--- after ids from before it: every row there is now was created after the
--- retrain finished, yet the ids start at or below its window's start (or
--- there is no row, and the sequence is below it). They start at the first
--- row again.
-WITH t AS (SELECT min(id) AS min_id, min(created_at) AS min_created FROM training_data)
-UPDATE retrain_events AS e SET error_window_after = 0
-FROM t
-WHERE e.error_window_after > 0
-  AND CASE WHEN t.min_id IS NULL
-           THEN e.error_window_after > coalesce(pg_sequence_last_value(
-                    pg_get_serial_sequence('training_data', 'id')::regclass), 0)
-           ELSE t.min_created > e.finished_at AND t.min_id <= e.error_window_after END;
+-- after an id that neither the sequence nor any row has reached since:
+-- they start at the first row again. (Where new ids have passed the old
+-- start, the data cannot tell a restart; see the revision's notes.)
+UPDATE retrain_events SET error_window_after = 0
+WHERE error_window_after > greatest(
+    coalesce(pg_sequence_last_value(pg_get_serial_sequence('training_data', 'id')::regclass), 0),
+    coalesce((SELECT max(t.id) FROM training_data AS t), 0));
 
 -- Whoever may refresh the monitor (sql/roles.sql: the worker) may write
 -- these too, as on a fresh install.

@@ -81,3 +81,52 @@ def test_worker_connections_are_read_committed_whatever_the_database_default(con
         worker.execute("SELECT * FROM refresh_drift()")
         with worker.transaction():
             assert worker.execute("SHOW transaction_isolation").fetchone()[0] == "read committed"
+
+
+def test_recording_a_success_waits_for_a_writer_without_blocking_its_heartbeat_or_a_truncate(
+        conn, work, db_url):
+    # The model has a drift baseline, so storing the new one reports against
+    # the old first, which needs the model's lock; an ETL transaction holds
+    # it (it brought a wrong prediction) and then truncates training_data.
+    import threading
+
+    from tests import drift_support as ds
+    from tests.helpers import insert_scored, wait_until_blocked
+    from worker import drift
+    from worker.features import frame_from_features, infer_kinds
+
+    rows = ds.feature_rows(200, seed=3)
+    ds.quiet_policy(conn, "m", drift_min_rows=1)
+    ds.store_baseline(conn, "m", rows)
+    set_policy(conn, "m", cooldown="0", min_accuracy=0.5)
+    insert_metric(conn, "m", accuracy=0.1)  # records an event
+    event = claiming.claim(work, "w1", STALE)
+    outcome = {"baseline": drift.baseline(rows, infer_kinds(frame_from_features(rows))),
+               "baseline_rows": len(rows), "mlflow_run_id": "run", "model_version": "2",
+               "accuracy": 0.9, "champion_accuracy": None, "promoted": True, "rows_used": 200}
+    failures = []
+
+    def finish():
+        try:
+            claiming.finish_succeeded(work, event, "w1", outcome)
+        except psycopg.Error as exc:
+            failures.append(exc)
+
+    with psycopg.connect(db_url) as etl, connect(db_url, autocommit=True) as beats:
+        set_policy(conn, "m", error_rate_threshold=0.1)
+        insert_scored(etl, "m", [True])  # holds the model's lock to its commit
+        finishing = threading.Thread(target=finish)
+        finishing.start()
+        try:
+            wait_until_blocked(conn)
+            beats.execute("SET lock_timeout = '5s'")
+            assert claiming.beat(beats, event, "w1")
+            etl.execute("SET lock_timeout = '5s'")
+            etl.execute("TRUNCATE training_data")
+            etl.commit()
+        finally:
+            finishing.join(timeout=30)
+        assert not finishing.is_alive()
+    assert failures == []
+    [done] = events(conn, "m", "succeeded")
+    assert done["id"] == event.id

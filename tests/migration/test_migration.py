@@ -307,13 +307,17 @@ def test_upgrading_restarts_windows_a_truncate_left_behind(empty_db_url):
         insert_scored(conn, "stuck", [False] * 20)
         finish_retrain(conn, "stuck")  # after id 20
         conn.execute("TRUNCATE training_data RESTART IDENTITY")
-        insert_scored(conn, "stuck", [False] * 31)  # ids 1-31: past 20 already
-        finish_retrain(conn, "passed")  # after id 31, with rows from before it
+        insert_scored(conn, "stuck", [False] * 3)  # ids 1-3
+        finish_retrain(conn, "passed")  # after id 3, which the sequence has reached
+        # Rows stamped with a clock ahead, and no TRUNCATE: nothing to repair.
+        conn.execute("INSERT INTO training_data (model_name, features, created_at) "
+                     "VALUES ('ahead', '{}', now() + interval '10 minutes')")
+        finish_retrain(conn, "ahead")  # after id 4
     migrate.upgrade(empty_db_url)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         starts = dict(conn.execute(
             "SELECT model_name, error_window_after FROM retrain_events").fetchall())
-    assert starts == {"stuck": 0, "passed": 31}
+    assert starts == {"stuck": 0, "passed": 3, "ahead": 4}
 
 
 def test_upgrading_restarts_a_window_left_behind_with_no_rows(empty_db_url):
