@@ -109,6 +109,20 @@ SELECT retrain_lock_model(%(model_name)s);
 SELECT retrain_lock_model(b.model_name) FROM drift_baselines AS b
 WHERE b.model_name = %(model_name)s;
 
+-- lock_outcome_tables_nowait --
+-- The tables recording an outcome reads and writes (the success trigger and
+-- store_drift_baseline read training_data; the metrics rows), locked before
+-- the event's row and without waiting: a writer of the model may hold one
+-- (a TRUNCATE in its transaction) and then want the model's lock, which the
+-- outcome may hold by now.
+LOCK TABLE training_data IN ACCESS SHARE MODE NOWAIT;
+LOCK TABLE model_metrics IN ROW EXCLUSIVE MODE NOWAIT;
+
+-- lock_outcome_tables --
+-- The same, waiting: in a transaction of its own, which holds nothing else.
+LOCK TABLE training_data IN ACCESS SHARE MODE;
+LOCK TABLE model_metrics IN ROW EXCLUSIVE MODE;
+
 -- check_schedules --
 SELECT check_retrain_schedules();
 

@@ -230,11 +230,21 @@ class Worker:
 
     def _hand_back(self, event: Event) -> None:
         # The signal may have interrupted a query on the work connection,
-        # leaving it unusable: hand back on a fresh one (closing the old one
-        # ends its query and transaction on the server).
+        # leaving it unusable: cancel it (a server process waiting for a lock
+        # would not notice a closed connection) and hand back on a fresh one.
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.cancel_safe(timeout=5)
+            except Exception:  # the connection is broken anyway
+                pass
         self._close()
         try:
-            what = claiming.release(self._work_conn(), event, self.settings.worker_id,
+            conn = self._work_conn()
+            # Handing back locks the model as the triggers do; a writer may
+            # hold it for long. Rather than wait on shutdown, leave the event
+            # to be taken over once its heartbeat goes stale.
+            conn.execute("SET lock_timeout = '10s'")
+            what = claiming.release(conn, event, self.settings.worker_id,
                                     error=None, delay=timedelta(0), count_attempt=False)
             log.info("event %s handed back on shutdown: %s", event.id, what)
         except psycopg.Error as exc:

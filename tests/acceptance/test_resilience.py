@@ -244,3 +244,40 @@ def test_a_stalled_worker_that_lost_its_event_leaves_no_trace_in_mlflow(
     symptom(done["champion_accuracy"] is None, "no champion existed before this event")
     symptom(str(mlflow_client.get_model_version_by_alias(model, "champion").version)
             == done["model_version"], "the champion alias is not on the event's version")
+
+
+def test_sigterm_while_recording_an_outcome_waits_for_a_writer_stops_the_worker(
+        conn, db_url, start_worker):
+    """The outcome of a model with a drift baseline waits for the model's lock,
+    which an open ETL transaction holds: SIGTERM still stops the worker at
+    once, and the event is left to be taken over, not lost."""
+    from tests.helpers import insert_scored
+
+    conn.execute("UPDATE retrain_policies SET schedule_interval = NULL")
+    model = "waiting"
+    insert_labelled(conn, model, 300, seed=11)
+    worker = start_worker()
+    first = request_retrain(conn, model)
+    assert wait_event(conn, first, workers=[worker])["status"] == "succeeded"  # a baseline now
+
+    # The next retrain is due in a few seconds (requesting it takes the
+    # model's lock too); meanwhile an ETL transaction takes that lock.
+    second = request_retrain(conn, model)
+    conn.execute("UPDATE retrain_events SET run_after = now() + interval '3 seconds' "
+                 "WHERE id = %s", (second,))
+    with psycopg.connect(db_url) as etl:
+        insert_scored(etl, model, [True])  # holds the model's lock to its commit
+        wait_for(lambda: conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0] > 0, 60, "the outcome to wait for the model's lock",
+            on_timeout=worker.log)
+        started = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.wait_exit(30) == 0, worker.log()
+        assert time.monotonic() - started < 25  # not held until the writer commits
+        assert "Traceback" not in worker.log()
+        etl.commit()
+    row = event(conn, second)
+    assert row["status"] in ("running", "pending"), row
+    assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND NOT granted").fetchone()[0] == 0

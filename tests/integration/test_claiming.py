@@ -130,3 +130,50 @@ def test_recording_a_success_waits_for_a_writer_without_blocking_its_heartbeat_o
     assert failures == []
     [done] = events(conn, "m", "succeeded")
     assert done["id"] == event.id
+
+
+def test_recording_a_success_does_not_deadlock_with_a_writer_that_truncates_first(
+        conn, work, db_url):
+    # The opposite order: an ETL transaction truncates training_data, then
+    # writes a wrong prediction (the model's lock), while the worker records
+    # a success that needs both.
+    import threading
+    import time
+
+    from tests import drift_support as ds
+    from tests.helpers import insert_scored
+    from worker import drift
+    from worker.features import frame_from_features, infer_kinds
+
+    rows = ds.feature_rows(200, seed=4)
+    ds.quiet_policy(conn, "m", drift_min_rows=1)
+    ds.store_baseline(conn, "m", rows)
+    set_policy(conn, "m", cooldown="0", min_accuracy=0.5, error_rate_threshold=0.1)
+    insert_metric(conn, "m", accuracy=0.1)  # records an event
+    event = claiming.claim(work, "w1", STALE)
+    outcome = {"baseline": drift.baseline(rows, infer_kinds(frame_from_features(rows))),
+               "baseline_rows": len(rows), "mlflow_run_id": "run", "model_version": "2",
+               "accuracy": 0.9, "champion_accuracy": None, "promoted": True, "rows_used": 200}
+    failures = []
+
+    def finish():
+        try:
+            claiming.finish_succeeded(work, event, "w1", outcome)
+        except psycopg.Error as exc:
+            failures.append(exc)
+
+    with psycopg.connect(db_url) as etl:
+        etl.execute("TRUNCATE training_data")
+        finishing = threading.Thread(target=finish)
+        finishing.start()
+        try:
+            time.sleep(0.5)  # the outcome gets as far as it can
+            etl.execute("SET lock_timeout = '5s'")
+            insert_scored(etl, "m", [True] * 60)
+            etl.commit()
+        finally:
+            finishing.join(timeout=30)
+        assert not finishing.is_alive()
+    assert failures == []
+    [done] = events(conn, "m", "succeeded")
+    assert done["id"] == event.id
