@@ -88,10 +88,9 @@ def as_server_user(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 def floor_body(variant: str) -> str:
     """trigger_floor.py's variant as one line: the single-user backend ends a
     statement at each newline."""
-    from trigger_floor import BODIES, HEADER
+    from trigger_floor import variant_sql
 
-    options, body = BODIES[variant]
-    return " ".join(HEADER.format(options=options, body=body).split())
+    return " ".join(variant_sql(variant).split())
 
 
 def statements(case: str, rows: int, warmup: int) -> str:

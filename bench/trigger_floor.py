@@ -68,12 +68,14 @@ BODIES = {
 VARIANTS = (*BODIES, "shipped")
 
 
+def variant_sql(variant: str) -> str:
+    """The CREATE OR REPLACE FUNCTION of a stripped-down variant."""
+    options, body = BODIES[variant]
+    return HEADER.format(options=options, body=body)
+
+
 def install(conn: psycopg.Connection, variant: str, shipped: str) -> None:
-    if variant == "shipped":
-        conn.execute(shipped)
-    else:
-        options, body = BODIES[variant]
-        conn.execute(HEADER.format(options=options, body=body))
+    conn.execute(shipped if variant == "shipped" else variant_sql(variant))
 
 
 def measure(url: str, dbname: str, rows: list[tuple], reps: int, block: int) -> dict:

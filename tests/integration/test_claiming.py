@@ -83,27 +83,30 @@ def test_worker_connections_are_read_committed_whatever_the_database_default(con
             assert worker.execute("SHOW transaction_isolation").fetchone()[0] == "read committed"
 
 
-def test_recording_a_success_waits_for_a_writer_without_blocking_its_heartbeat_or_a_truncate(
-        conn, work, db_url):
-    # The model has a drift baseline, so storing the new one reports against
-    # the old first, which needs the model's lock; an ETL transaction holds
-    # it (it brought a wrong prediction) and then truncates training_data.
-    import threading
-
+def _a_running_event_with_a_drift_baseline(conn, work, seed: int):
+    """A claimed event of model m, which has a drift baseline, and the
+    outcome its retrain would report (with a new baseline)."""
     from tests import drift_support as ds
-    from tests.helpers import insert_scored, wait_until_blocked
     from worker import drift
     from worker.features import frame_from_features, infer_kinds
 
-    rows = ds.feature_rows(200, seed=3)
+    rows = ds.feature_rows(200, seed=seed)
     ds.quiet_policy(conn, "m", drift_min_rows=1)
     ds.store_baseline(conn, "m", rows)
-    set_policy(conn, "m", cooldown="0", min_accuracy=0.5)
+    set_policy(conn, "m", cooldown="0", min_accuracy=0.5, error_rate_threshold=0.1)
     insert_metric(conn, "m", accuracy=0.1)  # records an event
     event = claiming.claim(work, "w1", STALE)
     outcome = {"baseline": drift.baseline(rows, infer_kinds(frame_from_features(rows))),
                "baseline_rows": len(rows), "mlflow_run_id": "run", "model_version": "2",
                "accuracy": 0.9, "champion_accuracy": None, "promoted": True, "rows_used": 200}
+    return event, outcome
+
+
+def _finish_in_background(work, event, outcome):
+    """finish_succeeded in a thread; returns the thread and the list its
+    database error, if any, lands in."""
+    import threading
+
     failures = []
 
     def finish():
@@ -112,11 +115,22 @@ def test_recording_a_success_waits_for_a_writer_without_blocking_its_heartbeat_o
         except psycopg.Error as exc:
             failures.append(exc)
 
+    finishing = threading.Thread(target=finish)
+    finishing.start()
+    return finishing, failures
+
+
+def test_recording_a_success_waits_for_a_writer_without_blocking_its_heartbeat_or_a_truncate(
+        conn, work, db_url):
+    # The model has a drift baseline, so storing the new one reports against
+    # the old first, which needs the model's lock; an ETL transaction holds
+    # it (it brought a wrong prediction) and then truncates training_data.
+    from tests.helpers import insert_scored, wait_until_blocked
+
+    event, outcome = _a_running_event_with_a_drift_baseline(conn, work, seed=3)
     with psycopg.connect(db_url) as etl, connect(db_url, autocommit=True) as beats:
-        set_policy(conn, "m", error_rate_threshold=0.1)
         insert_scored(etl, "m", [True])  # holds the model's lock to its commit
-        finishing = threading.Thread(target=finish)
-        finishing.start()
+        finishing, failures = _finish_in_background(work, event, outcome)
         try:
             wait_until_blocked(conn)
             beats.execute("SET lock_timeout = '5s'")
@@ -137,35 +151,14 @@ def test_recording_a_success_does_not_deadlock_with_a_writer_that_truncates_firs
     # The opposite order: an ETL transaction truncates training_data, then
     # writes a wrong prediction (the model's lock), while the worker records
     # a success that needs both.
-    import threading
     import time
 
-    from tests import drift_support as ds
     from tests.helpers import insert_scored
-    from worker import drift
-    from worker.features import frame_from_features, infer_kinds
 
-    rows = ds.feature_rows(200, seed=4)
-    ds.quiet_policy(conn, "m", drift_min_rows=1)
-    ds.store_baseline(conn, "m", rows)
-    set_policy(conn, "m", cooldown="0", min_accuracy=0.5, error_rate_threshold=0.1)
-    insert_metric(conn, "m", accuracy=0.1)  # records an event
-    event = claiming.claim(work, "w1", STALE)
-    outcome = {"baseline": drift.baseline(rows, infer_kinds(frame_from_features(rows))),
-               "baseline_rows": len(rows), "mlflow_run_id": "run", "model_version": "2",
-               "accuracy": 0.9, "champion_accuracy": None, "promoted": True, "rows_used": 200}
-    failures = []
-
-    def finish():
-        try:
-            claiming.finish_succeeded(work, event, "w1", outcome)
-        except psycopg.Error as exc:
-            failures.append(exc)
-
+    event, outcome = _a_running_event_with_a_drift_baseline(conn, work, seed=4)
     with psycopg.connect(db_url) as etl:
         etl.execute("TRUNCATE training_data")
-        finishing = threading.Thread(target=finish)
-        finishing.start()
+        finishing, failures = _finish_in_background(work, event, outcome)
         try:
             time.sleep(0.5)  # the outcome gets as far as it can
             etl.execute("SET lock_timeout = '5s'")
