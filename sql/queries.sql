@@ -169,8 +169,17 @@ SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift(
 
 -- long_drift_writer --
 -- The oldest transaction that has held the drift count back for a while,
--- and how many rows wait for it.
-SELECT w.pid, w.seen_since,
+-- and how many rows wait for it. pid is its backend now (NULL once it is
+-- prepared: drift_writers keeps the pid it was first seen with), gid its
+-- name if it is a prepared transaction.
+SELECT (SELECT l.pid FROM pg_locks AS l
+        WHERE l.virtualtransaction = w.vxid AND l.pid IS NOT NULL
+        LIMIT 1) AS pid,
+       (SELECT p.gid FROM pg_locks AS l
+        JOIN pg_prepared_xacts AS p ON p.transaction = l.transactionid
+        WHERE l.virtualtransaction = w.vxid AND l.locktype = 'transactionid'
+        LIMIT 1) AS gid,
+       w.seen_since,
        greatest(coalesce((SELECT max(t.id) FROM training_data AS t), 0)
                 - (SELECT h.counted_id FROM drift_horizon AS h), 0) AS waiting
 FROM drift_writers AS w

@@ -145,10 +145,13 @@ class Worker:
         row = conn.execute(query("long_drift_writer"),
                            {"older_than": f"{WRITER_WARNING_EVERY} seconds"}).fetchone()
         if row is not None:
-            pid, since, waiting = row
-            log.warning("drift monitor: about %d rows wait to be counted until the transaction "
-                        "of pid %s, writing training_data since %s, ends", waiting,
-                        pid if pid is not None else "(prepared)", since.isoformat(timespec="seconds"))
+            pid, gid, since, waiting = row
+            who = (f"prepared transaction {gid!r}" if gid is not None
+                   else f"the transaction of pid {pid}" if pid is not None
+                   else "a transaction")
+            log.warning("drift monitor: about %d rows wait to be counted until %s, writing "
+                        "training_data since %s, ends", waiting, who,
+                        since.isoformat(timespec="seconds"))
 
     def drain(self) -> None:
         """Run due events until none is left (or the worker is stopping)."""

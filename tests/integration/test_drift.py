@@ -761,9 +761,9 @@ def test_the_writer_holding_the_count_back_is_named(conn, db_url):
         ds.insert_values(writer, ds.unscored(ds.feature_rows(3, seed=75), M))
         ds.insert_values(conn, ds.unscored(ds.feature_rows(7, seed=76), M))
         ds.refresh(conn)
-        pid, since, waiting = conn.execute(query("long_drift_writer"),
-                                           {"older_than": "0 seconds"}).fetchone()
-        assert pid == writer.info.backend_pid and waiting == 10
+        pid, gid, since, waiting = conn.execute(query("long_drift_writer"),
+                                                {"older_than": "0 seconds"}).fetchone()
+        assert (pid, gid, waiting) == (writer.info.backend_pid, None, 10)
         writer.commit()
     ds.refresh(conn)
     assert conn.execute(query("long_drift_writer"), {"older_than": "0 seconds"}).fetchone() is None

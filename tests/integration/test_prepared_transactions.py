@@ -1,0 +1,226 @@
+"""Two-phase ETL writers (PREPARE TRANSACTION / COMMIT PREPARED).
+
+A prepared transaction keeps its locks and its rows' invisibility with no
+backend behind it, across a server restart, until someone commits or rolls
+it back. The drift monitor and the error window must stay exact meanwhile.
+
+The session's server may not allow prepared transactions (PostgreSQL's
+default max_prepared_transactions is 0), so this module starts a throwaway
+embedded server of its own that does, unless the session's server already
+does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import drift_support as ds
+from tests.conftest import _create_database, _drop_database
+from tests.helpers import copy_rows, events, insert_row, insert_scored, set_policy
+from worker import embedded, migrate
+from worker.queries import query
+
+M = "m"
+
+
+class TwoPhaseServer:
+    """A server with max_prepared_transactions > 0 that a test may restart."""
+
+    def __init__(self, server_url: str):
+        self.url = server_url
+        self._data: Path | None = None
+        self._handle = None
+        with psycopg.connect(server_url) as conn:
+            allowed = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
+        if allowed == 0:
+            self._data = Path(tempfile.mkdtemp(prefix="pg-retrain-2pc-")) / "pgdata"
+            handle = embedded.start(self._data)
+            with psycopg.connect(handle.url, autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM SET max_prepared_transactions = 8")
+            self._handle = handle
+            self.restart()
+
+    @property
+    def restartable(self) -> bool:
+        return self._data is not None
+
+    def restart(self) -> None:
+        """Stop and start the server (prepared transactions survive this)."""
+        assert self._data is not None
+        self._handle.cleanup()  # forgets the handle; the server keeps running
+        embedded.stop(self._data)
+        self._handle = embedded.start(self._data)
+        self.url = self._handle.url
+
+    def close(self) -> None:
+        if self._data is not None:
+            self._handle.cleanup()
+            embedded.stop(self._data)
+            shutil.rmtree(self._data.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_phase(server_url):
+    server = TwoPhaseServer(server_url)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def tp_url(two_phase):
+    """A fresh migrated database on the two-phase server; prepared
+    transactions a test leaves behind are rolled back before it is dropped."""
+    name = f"pgretrain_2pc_{uuid.uuid4().hex[:12]}"
+    url = _create_database(two_phase.url, name)
+    migrate.upgrade(url)
+    yield url
+    with psycopg.connect(two_phase.url, autocommit=True) as admin:
+        gids = [r[0] for r in admin.execute(
+            "SELECT gid FROM pg_prepared_xacts WHERE database = %s", (name,)).fetchall()]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for gid in gids:
+            conn.execute(psycopg.sql.SQL("ROLLBACK PREPARED {}").format(psycopg.sql.Literal(gid)))
+    _drop_database(two_phase.url, name)
+
+
+def _connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True)
+
+
+def _prepare(url: str, gid: str, write) -> None:
+    """Run ``write(conn)`` in a transaction and PREPARE it as ``gid``; the
+    session then ends, leaving the prepared transaction with no backend."""
+    with psycopg.connect(url) as writer:
+        write(writer)
+        writer.execute(psycopg.sql.SQL("PREPARE TRANSACTION {}").format(psycopg.sql.Literal(gid)))
+
+
+def _finish(url: str, gid: str, *, commit: bool) -> None:
+    verb = "COMMIT PREPARED" if commit else "ROLLBACK PREPARED"
+    with _connect(url) as conn:
+        conn.execute(psycopg.sql.SQL(verb + " {}").format(psycopg.sql.Literal(gid)))
+
+
+def _baseline(conn) -> None:
+    rows = ds.feature_rows(500, seed=31)
+    copy_rows(conn, ds.unscored(rows, M))
+    ds.store_baseline(conn, M, rows)
+    ds.quiet_policy(conn, M)
+
+
+# ---------------------------------------------------------------------------
+# Drift monitor
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
+def test_a_prepared_writer_holds_the_count_until_it_ends(tp_url, commit):
+    with _connect(tp_url) as conn:
+        _baseline(conn)
+        prepared_rows = ds.feature_rows(40, seed=32)
+
+        # The writer is seen while it still has a backend, then prepared
+        # (it keeps its virtual transaction id, now with no backend).
+        with psycopg.connect(tp_url) as writer:
+            ds.insert_values(writer, ds.unscored(prepared_rows, M))
+            assert M not in ds.refresh(conn)
+            assert conn.execute("SELECT pid FROM drift_writers").fetchall() == [
+                (writer.info.backend_pid,)]
+            writer.execute("PREPARE TRANSACTION 'etl-1'")
+
+        later = ds.feature_rows(60, seed=33)
+        ds.insert_values(conn, ds.unscored(later, M))
+        # Nothing after the prepared writer's first id is counted yet.
+        assert M not in ds.refresh(conn)
+        assert ds.uncounted(conn, M) == 60
+        # The worker's warning names it (the ids above the count: its rows too).
+        pid, gid, _, waiting = conn.execute(query("long_drift_writer"),
+                                            {"older_than": "0 seconds"}).fetchone()
+        assert (pid, gid, waiting) == (None, "etl-1", 100)
+
+        _finish(tp_url, "etl-1", commit=commit)
+        expected = 100 if commit else 60
+        assert ds.refresh(conn)[M]["new_rows"] == expected
+        ds.assert_recount(conn, M)
+        assert ds.baseline_row(conn, M)["recent_rows"] == expected
+        assert conn.execute("SELECT count(*) FROM drift_writers").fetchone()[0] == 0
+        assert ds.refresh(conn) == {}
+
+
+def test_a_prepared_writer_holds_the_count_across_a_server_restart(tp_url, two_phase):
+    if not two_phase.restartable:
+        pytest.skip("the session's own server allows prepared transactions; not restarting it")
+    with _connect(tp_url) as conn:
+        _baseline(conn)
+        ds.refresh(conn)  # the count is at the baseline's rows
+        _prepare(tp_url, "etl-2",
+                 lambda w: ds.insert_values(w, ds.unscored(ds.feature_rows(30, seed=34), M)))
+        ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=35), M))
+        assert M not in ds.refresh(conn)
+
+    two_phase.restart()  # same data directory, so the same socket and URL
+
+    with _connect(tp_url) as conn:
+        ds.insert_values(conn, ds.unscored(ds.feature_rows(10, seed=36), M))
+        # After the restart the prepared writer has a new virtual transaction
+        # id (-1/xid); the count is still held below its rows.
+        assert M not in ds.refresh(conn)
+        assert ds.uncounted(conn, M) == 30
+        assert conn.execute(query("long_drift_writer"),
+                            {"older_than": "0 seconds"}).fetchone()[:2] == (None, "etl-2")
+        _finish(tp_url, "etl-2", commit=True)
+        assert ds.refresh(conn)[M]["new_rows"] == 60
+        ds.assert_recount(conn, M)
+
+
+# ---------------------------------------------------------------------------
+# Error window and events
+# ---------------------------------------------------------------------------
+
+
+def test_a_prepared_wrong_prediction_keeps_its_models_lock_and_counts_once_committed(tp_url):
+    with _connect(tp_url) as conn:
+        set_policy(conn, M, error_rate_threshold=0.1, error_window=10, min_error_rows=10,
+                   cooldown="0", schedule_interval=None)
+        insert_scored(conn, M, [False] * 9)
+        # Ten rows, one wrong: 0.1 is not above the threshold.
+        _prepare(tp_url, "etl-3", lambda w: insert_scored(w, M, [True]))
+
+        # Correct predictions take no lock and pass; a wrong one waits for
+        # the prepared transaction, which holds the model's lock.
+        insert_scored(conn, M, [False])
+        conn.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            insert_scored(conn, M, [True])
+        conn.execute("RESET lock_timeout")
+        assert events(conn, M) == []
+
+        _finish(tp_url, "etl-3", commit=True)
+        # The newest ten scored rows now hold the prepared error and this one.
+        insert_scored(conn, M, [True])
+        fired = events(conn, M)
+        assert len(fired) == 1 and fired[0]["reasons"] == ["error_rate"]
+        detail = fired[0]["details"]["error_rate"]["first"]
+        assert (detail["rolling_error_rate"], detail["window_rows"]) == (pytest.approx(0.2), 10)
+
+
+def test_a_transaction_that_recorded_an_event_cannot_be_prepared(tp_url):
+    """PostgreSQL refuses to PREPARE a transaction that sent NOTIFY, and an
+    event's notification is sent in the transaction that records it."""
+    with _connect(tp_url) as conn:
+        set_policy(conn, M, error_rate_threshold=0.1, cooldown="0", schedule_interval=None)
+        with psycopg.connect(tp_url) as writer:
+            insert_row(writer, M, error_rate=0.5)
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="NOTIFY"):
+                writer.execute("PREPARE TRANSACTION 'etl-4'")
+        assert events(conn, M) == []
+        assert conn.execute("SELECT count(*) FROM training_data").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0] == 0
