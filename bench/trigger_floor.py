@@ -18,6 +18,9 @@ SECURITY DEFINER, a fixed search_path, jit off):
   read_model   the row joined to its model's retrain_models row, on the
                primary key: the least a decision from per-model policy
                values needs
+  naive        the straightforward implementation the issue quotes at 2.2x:
+               the policy and the rolling window read for every row (a
+               calibration: how this machine compares with that one)
   shipped      the real function (every prediction right, error_rate 0.05:
                nothing fires, the path most rows take)
 
@@ -65,6 +68,32 @@ BODIES = {
     "read_model": (DEFINER, "    PERFORM FROM inserted_rows AS n\n"
                             "    JOIN retrain_models AS r ON r.model_name = n.model_name;"),
 }
+# The straightforward implementation the issue quotes (2.2x on single-row
+# INSERT transactions where its targets were set): every inserted row reads
+# its model's policy and its rolling window (the newest 200 scored rows).
+# For calibration only: how this machine's ratios compare with that one's.
+NAIVE = """    DECLARE
+        r            record;
+        v_threshold  double precision;
+        v_rate       double precision;
+    BEGIN
+        FOR r IN SELECT n.model_name, n.error_rate FROM inserted_rows AS n LOOP
+            SELECT p.error_rate_threshold INTO v_threshold
+            FROM retrain_policy_for(r.model_name) AS p;
+            SELECT count(*) FILTER (WHERE w.label <> w.prediction)::double precision
+                   / nullif(count(*), 0)
+            INTO v_rate
+            FROM (SELECT t.label, t.prediction FROM training_data AS t
+                  WHERE t.model_name = r.model_name
+                    AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+                  ORDER BY t.model_name DESC, t.id DESC
+                  LIMIT 200) AS w;
+            IF r.error_rate > v_threshold OR v_rate > v_threshold THEN
+                PERFORM record_retrain_event(r.model_name, '{}'::jsonb, 1);
+            END IF;
+        END LOOP;
+    END;"""
+BODIES["naive"] = (DEFINER, NAIVE)
 VARIANTS = (*BODIES, "shipped")
 
 
