@@ -22,6 +22,12 @@ Cases (same rows, one model, nine jsonb features):
   wrong   every 20th prediction wrong (5%): the window is read on those rows
   fire    error_rate 0.5 on every row: every row extends the pending event
 
+With --copy N, COPY is counted too: one COPY of N rows and one of 2N rows
+per case (the difference, per row), with insert_overhead.py's COPY loads:
+copy_off (triggers disabled), copy_quiet (5% wrong predictions),
+copy (15% wrong: the rolling window fires), copy_fire (error_rate above the
+threshold on every row).
+
 With --floor, the quiet rows are also counted with the stripped-down
 trigger bodies of bench/trigger_floor.py (noop, noop_plain, read_row,
 read_model) in place of training_data_after_insert(): what any trigger
@@ -47,6 +53,13 @@ CASES = {
     "quiet": ("ENABLE", "0.05", None),
     "wrong": ("ENABLE", "0.05", 20),
     "fire": ("ENABLE", "0.5", None),
+}
+# COPY loads: (toggle, mismatch, error_rate range), as insert_overhead.py's.
+COPY_CASES = {
+    "copy_off": ("DISABLE", 0.05, (0.02, 0.08)),
+    "copy_quiet": ("ENABLE", 0.05, (0.02, 0.08)),
+    "copy": ("ENABLE", 0.15, (0.02, 0.08)),
+    "copy_fire": ("ENABLE", 0.05, (0.11, 0.2)),
 }
 PORT = "5497"
 
@@ -114,13 +127,35 @@ def statements(case: str, rows: int, warmup: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def copy_statements(case: str, rows: int, work: Path) -> str:
+    """One COPY of `rows` rows from a file, on a freshly truncated table."""
+    import insert_overhead as io
+
+    toggle, mismatch, (error_lo, error_hi) = COPY_CASES[case]
+    data = work / f"{case}-{rows}.copy"
+    data.write_bytes(io.copy_text(io.make_rows(rows, models=["churn"], mismatch=mismatch,
+                                               error_lo=error_lo, error_hi=error_hi,
+                                               batch=1000, seed=42)))
+    data.chmod(0o644)
+    return "\n".join([
+        "SET synchronous_commit = off",
+        f"ALTER TABLE training_data {toggle} TRIGGER USER",
+        "TRUNCATE training_data, retrain_events, retrain_window_bounds RESTART IDENTITY",
+        "INSERT INTO retrain_models (model_name) VALUES ('churn') ON CONFLICT DO NOTHING",
+        "COPY training_data (model_name, features, label, prediction, error_rate) "
+        f"FROM '{data}'",
+    ]) + "\n"
+
+
 def count(binaries: Path, data: Path, work: Path, case: str, rows: int, warmup: int) -> int:
     script = work / f"{case}-{rows}.sql"
-    script.write_text(statements(case, rows, warmup))
+    copy = case in COPY_CASES
+    script.write_text(copy_statements(case, rows, work) if copy
+                      else statements(case, rows, warmup))
     out = work / f"callgrind.{case}.{rows}"
     proc = as_server_user(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-         "--collect-atstart=no", "--toggle-collect=ExecuteQuery",
+         "--collect-atstart=no", f"--toggle-collect={'DoCopy' if copy else 'ExecuteQuery'}",
          str(binaries / "postgres"), "--single", "-D", str(data), "bench"],
         stdin=script.open(), capture_output=True, text=True)
     if proc.returncode != 0 or "ERROR" in proc.stdout:
@@ -140,6 +175,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=300, help="statements before either (300)")
     parser.add_argument("--floor", action="store_true",
                         help="also count the quiet rows under trigger_floor.py's bodies")
+    parser.add_argument("--copy", type=int, default=0, metavar="N",
+                        help="also count COPY: N and 2N rows per case (0: no COPY)")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise BenchError("valgrind is not installed")
@@ -173,6 +210,12 @@ def main() -> int:
             short = count(binaries, data, work, case, args.n1, args.warmup)
             long = count(binaries, data, work, case, args.n2, args.warmup)
             per_statement[case] = (long - short) / (args.n2 - args.n1)
+        per_copy_row = {}
+        for case in (COPY_CASES if args.copy else ()):
+            log(f"{case}: callgrind, COPY of {args.copy} and {2 * args.copy} rows ...")
+            short = count(binaries, data, work, case, args.copy, 0)
+            long = count(binaries, data, work, case, 2 * args.copy, 0)
+            per_copy_row[case] = (long - short) / args.copy
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -183,6 +226,11 @@ def main() -> int:
     print(f"{'case':<11} {'instructions':>13} {'+ over off':>11} {'ratio':>7}")
     for case, value in per_statement.items():
         print(f"{case:<11} {value:>13,.0f} {value - base:>+11,.0f} {value / base:>6.2f}x")
+    if per_copy_row:
+        base = per_copy_row["copy_off"]
+        print(f"COPY, per row ({args.copy} and {2 * args.copy} rows):")
+        for case, value in per_copy_row.items():
+            print(f"{case:<11} {value:>13,.0f} {value - base:>+11,.0f} {value / base:>6.2f}x")
     return 0
 
 
