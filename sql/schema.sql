@@ -706,13 +706,16 @@ BEGIN
       AND CASE WHEN r.error_check_due THEN n.label IS NULL OR n.prediction IS NULL
                ELSE (n.label <> n.prediction) IS NOT TRUE END
       AND r.policy_version = (SELECT v.version FROM retrain_policy_version AS v)
-      AND NOT EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id);
+      -- Not correlated with n, so it is checked once, first: PERFORM runs its
+      -- query to the end, and a statement of more rows (a COPY) stops here
+      -- instead of joining every row to its model.
+      AND NOT EXISTS (SELECT FROM inserted_rows AS o OFFSET 1);
     IF FOUND THEN
         RETURN NULL;
     END IF;
 
     SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
-           EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
+           EXISTS (SELECT FROM inserted_rows AS o OFFSET 1),
            coalesce(r.policy_version = (SELECT v.version FROM retrain_policy_version AS v),
                     false),
            r.enabled, r.error_rate_threshold,

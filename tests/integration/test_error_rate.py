@@ -550,6 +550,27 @@ def test_the_window_of_a_small_model_is_read_on_its_own_index(conn):
     assert after["training_data_pkey"][1] - before["training_data_pkey"][1] < 100
 
 
+def test_a_copys_reads_of_retrain_models_do_not_grow_with_its_rows(conn):
+    # Single-row statements first: the session keeps the plans they made, as
+    # a serving path's INSERTs would leave them before an ETL job's COPY.
+    for _ in range(3):
+        insert_row(conn, "m", label="a", prediction="a")
+
+    def copy_and_count(rows: int) -> tuple[int, int]:
+        with conn.transaction():
+            copy_rows(conn, [("m", {"x": i}, "a", "a" if i % 20 else "b", None)
+                             for i in range(rows)])
+            return conn.execute(
+                "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0), "
+                "       coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
+                "FROM pg_stat_xact_user_tables WHERE relname = 'retrain_models'").fetchone()
+
+    small, large = copy_and_count(200), copy_and_count(2000)
+    # (scans, rows read): a handful each; 1800 more rows add a few at most
+    # (the window's state may differ), not one per row.
+    assert all(n < 30 for n in small + large), (small, large)
+
+
 # ---------------------------------------------------------------------------
 # The bound on a window's errors: most wrong predictions do not read the
 # window, yet every decision is the one a full read would make
