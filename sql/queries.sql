@@ -170,19 +170,23 @@ SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift(
 -- long_drift_writer --
 -- The oldest transaction that has held the drift count back for a while,
 -- and how many rows wait for it. pid is its backend now (NULL once it is
--- prepared: drift_writers keeps the pid it was first seen with), gid its
--- name if it is a prepared transaction.
+-- prepared: drift_writers keeps the pid it was first seen with); gid names
+-- a prepared transaction, seen since it was prepared at the latest (after a
+-- restart it is listed again, as if it had just begun).
 SELECT (SELECT l.pid FROM pg_locks AS l
         WHERE l.virtualtransaction = w.vxid AND l.pid IS NOT NULL
         LIMIT 1) AS pid,
-       (SELECT p.gid FROM pg_locks AS l
-        JOIN pg_prepared_xacts AS p ON p.transaction = l.transactionid
-        WHERE l.virtualtransaction = w.vxid AND l.locktype = 'transactionid'
-        LIMIT 1) AS gid,
-       w.seen_since,
+       p.gid,
+       least(w.seen_since, p.prepared) AS seen_since,
        greatest(coalesce((SELECT max(t.id) FROM training_data AS t), 0)
                 - (SELECT h.counted_id FROM drift_horizon AS h), 0) AS waiting
 FROM drift_writers AS w
-WHERE w.seen_since < now() - %(older_than)s::interval
-ORDER BY w.lo_id, w.seen_since
+LEFT JOIN LATERAL (
+    SELECT x.gid, x.prepared
+    FROM pg_locks AS l
+    JOIN pg_prepared_xacts AS x ON x.transaction = l.transactionid
+    WHERE l.virtualtransaction = w.vxid AND l.locktype = 'transactionid'
+    LIMIT 1) AS p ON true
+WHERE least(w.seen_since, p.prepared) < now() - %(older_than)s::interval
+ORDER BY w.lo_id, least(w.seen_since, p.prepared)
 LIMIT 1;

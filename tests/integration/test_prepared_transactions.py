@@ -40,11 +40,14 @@ class TwoPhaseServer:
             allowed = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
         if allowed == 0:
             self._data = Path(tempfile.mkdtemp(prefix="pg-retrain-2pc-")) / "pgdata"
-            handle = embedded.start(self._data)
-            with psycopg.connect(handle.url, autocommit=True) as conn:
-                conn.execute("ALTER SYSTEM SET max_prepared_transactions = 8")
-            self._handle = handle
-            self.restart()
+            try:
+                self._handle = embedded.start(self._data)
+                with psycopg.connect(self._handle.url, autocommit=True) as conn:
+                    conn.execute("ALTER SYSTEM SET max_prepared_transactions = 8")
+                self.restart()
+            except BaseException:
+                self.close()
+                raise
 
     @property
     def restartable(self) -> bool:
@@ -53,16 +56,24 @@ class TwoPhaseServer:
     def restart(self) -> None:
         """Stop and start the server (prepared transactions survive this)."""
         assert self._data is not None
-        self._handle.cleanup()  # forgets the handle; the server keeps running
-        embedded.stop(self._data)
+        self._stop()
         self._handle = embedded.start(self._data)
         self.url = self._handle.url
 
+    def _stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cleanup()  # forgets the handle; the server keeps running
+            self._handle = None
+        embedded.stop(self._data)
+        if (self._data / "postmaster.pid").exists():
+            raise RuntimeError(f"the server in {self._data} did not stop")
+
     def close(self) -> None:
         if self._data is not None:
-            self._handle.cleanup()
-            embedded.stop(self._data)
-            shutil.rmtree(self._data.parent, ignore_errors=True)
+            try:
+                self._stop()
+            finally:
+                shutil.rmtree(self._data.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +176,7 @@ def test_a_prepared_writer_holds_the_count_across_a_server_restart(tp_url, two_p
                  lambda w: ds.insert_values(w, ds.unscored(ds.feature_rows(30, seed=34), M)))
         ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=35), M))
         assert M not in ds.refresh(conn)
+        before_restart = conn.execute("SELECT now()").fetchone()[0]
 
     two_phase.restart()  # same data directory, so the same socket and URL
 
@@ -174,8 +186,10 @@ def test_a_prepared_writer_holds_the_count_across_a_server_restart(tp_url, two_p
         # id (-1/xid); the count is still held below its rows.
         assert M not in ds.refresh(conn)
         assert ds.uncounted(conn, M) == 30
-        assert conn.execute(query("long_drift_writer"),
-                            {"older_than": "0 seconds"}).fetchone()[:2] == (None, "etl-2")
+        pid, gid, since, _ = conn.execute(query("long_drift_writer"),
+                                          {"older_than": "0 seconds"}).fetchone()
+        # Named, and waited for since it was prepared, not since the restart.
+        assert (pid, gid) == (None, "etl-2") and since < before_restart
         _finish(tp_url, "etl-2", commit=True)
         assert ds.refresh(conn)[M]["new_rows"] == 60
         ds.assert_recount(conn, M)
@@ -223,4 +237,5 @@ def test_a_transaction_that_recorded_an_event_cannot_be_prepared(tp_url):
                 writer.execute("PREPARE TRANSACTION 'etl-4'")
         assert events(conn, M) == []
         assert conn.execute("SELECT count(*) FROM training_data").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_prepared_xacts "
+                            "WHERE database = current_database()").fetchone()[0] == 0
