@@ -1183,6 +1183,23 @@ CREATE TRIGGER retrain_policies_guard
     BEFORE INSERT OR UPDATE OR DELETE ON retrain_policies
     FOR EACH ROW EXECUTE FUNCTION retrain_policies_before_write();
 
+-- TRUNCATE fires no row trigger, so it would take the default row too.
+CREATE FUNCTION retrain_policies_before_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    RAISE EXCEPTION 'the default retrain policy cannot be deleted, so retrain_policies cannot be truncated'
+        USING ERRCODE = 'restrict_violation',
+              HINT = 'DELETE FROM retrain_policies WHERE model_name <> ''default'' removes the others.';
+END;
+$$;
+
+CREATE TRIGGER retrain_policies_keep_default
+    BEFORE TRUNCATE ON retrain_policies
+    FOR EACH STATEMENT EXECUTE FUNCTION retrain_policies_before_truncate();
+
 -- A model's retrain_models row starts with copies of its policy's values,
 -- read in one snapshot with the policy version.
 CREATE FUNCTION retrain_models_before_insert()

@@ -5,7 +5,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.helpers import copy_rows
+from tests.helpers import copy_rows, set_policy
 
 
 def _insert_training(conn, features, error_rate=None):
@@ -120,6 +120,19 @@ def test_default_policy_exists_with_spec_defaults_and_cannot_be_deleted(conn):
                    50, 3, 200, 50, 200)
     with pytest.raises(psycopg.errors.RestrictViolation):
         conn.execute("DELETE FROM retrain_policies WHERE model_name = 'default'")
+
+
+def test_truncating_the_policies_is_refused_as_it_would_delete_the_default_row(conn):
+    set_policy(conn, "m", error_rate_threshold=0.2)
+    with pytest.raises(psycopg.errors.RestrictViolation) as err:
+        conn.execute("TRUNCATE retrain_policies")
+    assert "default retrain policy cannot be deleted" in str(err.value)
+    assert "DELETE FROM retrain_policies WHERE model_name <> 'default'" in err.value.diag.message_hint
+    assert conn.execute("SELECT model_name FROM retrain_policies ORDER BY 1").fetchall() == [
+        ("default",), ("m",)]
+    # What the hint says works.
+    conn.execute("DELETE FROM retrain_policies WHERE model_name <> 'default'")
+    assert conn.execute("SELECT model_name FROM retrain_policies").fetchall() == [("default",)]
 
 
 def test_an_update_may_not_give_a_row_a_new_id(conn):
