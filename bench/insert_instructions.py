@@ -23,10 +23,10 @@ Cases (same rows, one model, nine jsonb features):
   fire    error_rate 0.5 on every row: every row extends the pending event
 
 With --copy N, COPY is counted too: one COPY of N rows and one of 2N rows
-per case (the difference, per row), with insert_overhead.py's COPY loads:
+per case (the difference, per row), with rows made by insert_overhead.py:
 copy_off (triggers disabled), copy_quiet (5% wrong predictions),
 copy (15% wrong: the rolling window fires), copy_fire (error_rate above the
-threshold on every row).
+threshold on every row, 5% wrong).
 
 With --floor, the quiet rows are also counted with the stripped-down
 trigger bodies of bench/trigger_floor.py (noop, noop_plain, read_row,
