@@ -698,17 +698,26 @@ BEGIN
     -- not scored while the model's window must be looked at). Every
     -- expression here is compiled again for each statement, so they are few
     -- and mostly free of function calls.
+    --
+    -- The plan is made once per session, for the size of the statement that
+    -- first ran it, and kept. So the model's row is looked up by a
+    -- correlated subquery (OFFSET 0 keeps PostgreSQL from turning it into a
+    -- join or a hashed subquery): one index lookup for the row, however
+    -- large the first statement was. (As a join, a session whose first
+    -- statement was a COPY scanned all of retrain_models on every later
+    -- single-row INSERT.) The row count is checked first, once: it is not
+    -- correlated, and PERFORM runs its query to the end, so a statement of
+    -- more rows (a COPY) stops there.
     PERFORM
     FROM inserted_rows AS n
-    JOIN retrain_models AS r ON r.model_name = n.model_name
-    WHERE r.enabled
-      AND (n.error_rate > r.error_rate_threshold) IS NOT TRUE
-      AND CASE WHEN r.error_check_due THEN n.label IS NULL OR n.prediction IS NULL
-               ELSE (n.label <> n.prediction) IS NOT TRUE END
-      AND r.policy_version = (SELECT v.version FROM retrain_policy_version AS v)
-      -- Not correlated with n, so it is checked once, first: PERFORM runs its
-      -- query to the end, and a statement of more rows (a COPY) stops here
-      -- instead of joining every row to its model.
+    WHERE EXISTS (SELECT FROM retrain_models AS r
+                  WHERE r.model_name = n.model_name
+                    AND r.enabled
+                    AND (n.error_rate > r.error_rate_threshold) IS NOT TRUE
+                    AND CASE WHEN r.error_check_due THEN n.label IS NULL OR n.prediction IS NULL
+                             ELSE (n.label <> n.prediction) IS NOT TRUE END
+                    AND r.policy_version = (SELECT v.version FROM retrain_policy_version AS v)
+                  OFFSET 0)
       AND NOT EXISTS (SELECT FROM inserted_rows AS o OFFSET 1);
     IF FOUND THEN
         RETURN NULL;

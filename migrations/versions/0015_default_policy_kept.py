@@ -6,7 +6,7 @@ refuses TRUNCATE with the same error; the hint gives the DELETE that
 removes every other policy.
 
 Revision ID: 0015_default_policy_kept
-Revises: 0014_row_count_checked_once
+Revises: 0014_quick_path_plans
 Create Date: 2026-12-01
 
 Applies frozen SQL beside this file; never edit it after it lands.
@@ -18,7 +18,7 @@ from alembic import op
 from worker.schema_files import apply_frozen_sql
 
 revision = "0015_default_policy_kept"
-down_revision = "0014_row_count_checked_once"
+down_revision = "0014_quick_path_plans"
 branch_labels = None
 depends_on = None
 

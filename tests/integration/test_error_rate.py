@@ -577,6 +577,29 @@ def test_a_copys_reads_of_retrain_models_do_not_grow_with_its_rows(conn):
     assert small == large and large[0] < 10, (small, large)
 
 
+def test_after_a_copy_single_row_inserts_look_their_model_up_by_key(conn):
+    # PostgreSQL plans the trigger's statements once per session, for the
+    # first statement's size. A session that begins with a COPY must not be
+    # left with a plan that scans every model on each later single-row INSERT.
+    conn.execute("INSERT INTO retrain_models (model_name) "
+                 "SELECT 'other-' || i FROM generate_series(1, 3000) AS i")
+    conn.execute("ANALYZE retrain_models")
+    copy_rows(conn, [("m", {"x": i}, "a", "a", None) for i in range(5000)])
+
+    def reads() -> tuple[int, int]:
+        return conn.execute(
+            "SELECT coalesce(seq_tup_read, 0), coalesce(idx_scan, 0) "
+            "FROM pg_stat_xact_user_tables WHERE relname = 'retrain_models'").fetchone()
+
+    with conn.transaction():
+        before = reads()
+        for _ in range(20):
+            insert_row(conn, "m", label="a", prediction="a")
+        after = reads()
+    rows_scanned, lookups = after[0] - before[0], after[1] - before[1]
+    assert rows_scanned == 0 and lookups == 20, (rows_scanned, lookups)
+
+
 # ---------------------------------------------------------------------------
 # The bound on a window's errors: most wrong predictions do not read the
 # window, yet every decision is the one a full read would make

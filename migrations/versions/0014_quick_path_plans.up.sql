@@ -1,6 +1,12 @@
--- Frozen: applied by revision 0014_row_count_checked_once on downgrade. Never edit.
+-- Frozen: applied by revision 0014_quick_path_plans. Never edit.
 --
--- Back to revision 0013's training_data_after_insert().
+-- The insert trigger's quick statement gets plans that do not depend on the
+-- size of the first statement a session ran: its row-count check is not
+-- correlated, so a COPY or a multi-row INSERT stops there instead of joining
+-- every one of its rows to retrain_models (PERFORM runs its query to the
+-- end); and the model's row is looked up by a correlated subquery, so a
+-- session whose first statement was a COPY does not scan all of
+-- retrain_models on every later single-row INSERT.
 
 CREATE OR REPLACE FUNCTION training_data_after_insert()
 RETURNS trigger
@@ -36,21 +42,33 @@ BEGIN
     -- not scored while the model's window must be looked at). Every
     -- expression here is compiled again for each statement, so they are few
     -- and mostly free of function calls.
+    --
+    -- The plan is made once per session, for the size of the statement that
+    -- first ran it, and kept. So the model's row is looked up by a
+    -- correlated subquery (OFFSET 0 keeps PostgreSQL from turning it into a
+    -- join or a hashed subquery): one index lookup for the row, however
+    -- large the first statement was. (As a join, a session whose first
+    -- statement was a COPY scanned all of retrain_models on every later
+    -- single-row INSERT.) The row count is checked first, once: it is not
+    -- correlated, and PERFORM runs its query to the end, so a statement of
+    -- more rows (a COPY) stops there.
     PERFORM
     FROM inserted_rows AS n
-    JOIN retrain_models AS r ON r.model_name = n.model_name
-    WHERE r.enabled
-      AND (n.error_rate > r.error_rate_threshold) IS NOT TRUE
-      AND CASE WHEN r.error_check_due THEN n.label IS NULL OR n.prediction IS NULL
-               ELSE (n.label <> n.prediction) IS NOT TRUE END
-      AND r.policy_version = (SELECT v.version FROM retrain_policy_version AS v)
-      AND NOT EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id);
+    WHERE EXISTS (SELECT FROM retrain_models AS r
+                  WHERE r.model_name = n.model_name
+                    AND r.enabled
+                    AND (n.error_rate > r.error_rate_threshold) IS NOT TRUE
+                    AND CASE WHEN r.error_check_due THEN n.label IS NULL OR n.prediction IS NULL
+                             ELSE (n.label <> n.prediction) IS NOT TRUE END
+                    AND r.policy_version = (SELECT v.version FROM retrain_policy_version AS v)
+                  OFFSET 0)
+      AND NOT EXISTS (SELECT FROM inserted_rows AS o OFFSET 1);
     IF FOUND THEN
         RETURN NULL;
     END IF;
 
     SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
-           EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
+           EXISTS (SELECT FROM inserted_rows AS o OFFSET 1),
            coalesce(r.policy_version = (SELECT v.version FROM retrain_policy_version AS v),
                     false),
            r.enabled, r.error_rate_threshold,

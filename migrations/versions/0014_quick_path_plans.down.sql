@@ -1,9 +1,6 @@
--- Frozen: applied by revision 0014_row_count_checked_once. Never edit.
+-- Frozen: applied by revision 0014_quick_path_plans on downgrade. Never edit.
 --
--- The quick path's second-row check no longer refers to the row it is
--- joined with, so PostgreSQL checks it once, before the join: a COPY or a
--- multi-row INSERT stops there instead of joining every one of its rows to
--- retrain_models first (PERFORM runs its query to the end).
+-- Back to revision 0013's training_data_after_insert().
 
 CREATE OR REPLACE FUNCTION training_data_after_insert()
 RETURNS trigger
@@ -47,16 +44,13 @@ BEGIN
       AND CASE WHEN r.error_check_due THEN n.label IS NULL OR n.prediction IS NULL
                ELSE (n.label <> n.prediction) IS NOT TRUE END
       AND r.policy_version = (SELECT v.version FROM retrain_policy_version AS v)
-      -- Not correlated with n, so it is checked once, first: PERFORM runs its
-      -- query to the end, and a statement of more rows (a COPY) stops here
-      -- instead of joining every row to its model.
-      AND NOT EXISTS (SELECT FROM inserted_rows AS o OFFSET 1);
+      AND NOT EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id);
     IF FOUND THEN
         RETURN NULL;
     END IF;
 
     SELECT n.id, n.model_name, n.label, n.prediction, n.error_rate,
-           EXISTS (SELECT FROM inserted_rows AS o OFFSET 1),
+           EXISTS (SELECT FROM inserted_rows AS o WHERE o.id <> n.id),
            coalesce(r.policy_version = (SELECT v.version FROM retrain_policy_version AS v),
                     false),
            r.enabled, r.error_rate_threshold,
