@@ -126,6 +126,10 @@ LOCK TABLE model_metrics IN ROW EXCLUSIVE MODE;
 -- check_schedules --
 SELECT check_retrain_schedules();
 
+-- schedule_check_lock_timeout --
+-- A schedule check waits this long for a lock, then gives up its round.
+SET LOCAL lock_timeout = '2s';
+
 -- request_retrain --
 SELECT request_retrain(%(model_name)s);
 
@@ -178,8 +182,9 @@ SELECT (SELECT l.pid FROM pg_locks AS l
         LIMIT 1) AS pid,
        p.gid,
        least(w.seen_since, p.prepared) AS seen_since,
-       greatest(coalesce((SELECT max(t.id) FROM training_data AS t), 0)
-                - (SELECT h.counted_id FROM drift_horizon AS h), 0) AS waiting
+       -- As of the last refresh; not from training_data, which may be
+       -- locked (the warning must not hold the worker up).
+       (SELECT greatest(h.newest_id - h.counted_id, 0) FROM drift_horizon AS h) AS waiting
 FROM drift_writers AS w
 LEFT JOIN LATERAL (
     SELECT x.gid, x.prepared

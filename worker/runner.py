@@ -110,7 +110,19 @@ class Worker:
     # -- running events ------------------------------------------------------
 
     def check_schedules(self) -> None:
-        ids = [r[0] for r in self._work_conn().execute(query("check_schedules")).fetchall()]
+        """Record the schedule events that are due. While a table the check
+        reads is locked (an ALTER TABLE or a TRUNCATE of training_data in an
+        open transaction, a writer holding a model's lock), it skips this
+        round instead of holding up every event that is due meanwhile."""
+        conn = self._work_conn()
+        try:
+            with conn.transaction():
+                conn.execute(query("schedule_check_lock_timeout"))
+                ids = [r[0] for r in conn.execute(query("check_schedules")).fetchall()]
+        except psycopg.errors.LockNotAvailable:
+            log.info("schedule check skipped: a table or model it reads is locked; "
+                     "next check in %.0fs", self.settings.schedule_interval)
+            return
         if ids:
             log.info("schedule: recorded events %s", ", ".join(map(str, ids)))
 

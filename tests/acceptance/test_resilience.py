@@ -22,7 +22,7 @@ from tests.acceptance.support import (
     wait_event,
     wait_for,
 )
-from tests.helpers import events, wait_until_blocked
+from tests.helpers import events, set_policy, wait_until_blocked
 
 pytestmark = pytest.mark.slow
 
@@ -204,6 +204,26 @@ def test_sigterm_while_running_and_waiting_on_the_database_hands_the_event_back(
     symptom(row["status"] in ("pending", "succeeded"),
             f"event left {row['status']!r} by worker {row['worker_id']} after it exited:\n"
             + worker.log())
+
+
+def test_a_worker_claims_due_events_while_training_data_is_locked(conn, db_url, start_worker):
+    """A lock on training_data (an ALTER TABLE, a TRUNCATE in an open
+    transaction) holds up what reads it: the drift refresh skips it, the
+    writer warning does not read it, and the schedule check (which counts a
+    never-trained model's rows) gives up its round. The worker still claims
+    the events that are due, and runs them once the lock goes."""
+    model = "claimed-while-locked"
+    insert_labelled(conn, model, 200, seed=10)
+    set_policy(conn, model, schedule_interval="7 days", min_training_rows=50)
+    with psycopg.connect(db_url) as blocker:  # a transaction, until commit
+        blocker.execute("LOCK TABLE training_data IN ACCESS EXCLUSIVE MODE")
+        worker = start_worker()
+        worker.wait_for_log("schedule check skipped", timeout=30)
+        event_id = request_retrain(conn, model)
+        wait_running(conn, event_id, [worker], timeout=30)
+        blocker.commit()
+    wait_event(conn, event_id, statuses=("succeeded",), timeout=120, workers=[worker])
+    assert "Traceback" not in worker.log()
 
 
 def test_a_stalled_worker_that_lost_its_event_leaves_no_trace_in_mlflow(
