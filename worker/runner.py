@@ -120,8 +120,10 @@ class Worker:
                 conn.execute(query("schedule_check_lock_timeout"))
                 ids = [r[0] for r in conn.execute(query("check_schedules")).fetchall()]
         except psycopg.errors.LockNotAvailable:
-            log.info("schedule check skipped: a table or model it reads is locked; "
-                     "next check in %.0fs", self.settings.schedule_interval)
+            # One transaction for every model: one busy model skips them all
+            # (they were held up just the same when the check waited).
+            log.warning("schedule check skipped: a table or model lock it needs is held "
+                        "(waited 2 s); no schedule event recorded until the next check")
             return
         if ids:
             log.info("schedule: recorded events %s", ", ".join(map(str, ids)))
