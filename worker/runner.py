@@ -110,20 +110,20 @@ class Worker:
     # -- running events ------------------------------------------------------
 
     def check_schedules(self) -> None:
-        """Record the schedule events that are due. While a table the check
-        reads is locked (an ALTER TABLE or a TRUNCATE of training_data in an
-        open transaction, a writer holding a model's lock), it skips this
-        round instead of holding up every event that is due meanwhile."""
+        """Record the schedule events that are due, waiting at most 2 s for a
+        lock: a model whose lock or rows are held (a writer of its wrong
+        predictions, a lock on training_data) is skipped this round, with a
+        warning from the SQL, instead of holding up the events that are due."""
         conn = self._work_conn()
         try:
             with conn.transaction():
                 conn.execute(query("schedule_check_lock_timeout"))
                 ids = [r[0] for r in conn.execute(query("check_schedules")).fetchall()]
         except psycopg.errors.LockNotAvailable:
-            # One transaction for every model: one busy model skips them all
-            # (they were held up just the same when the check waited).
-            log.warning("schedule check skipped: a table or model lock it needs is held "
-                        "(waited 2 s); no schedule event recorded until the next check")
+            # A lock the check needs for every model (it reads retrain_models,
+            # retrain_events and retrain_policies).
+            log.warning("schedule check skipped: a table it reads is locked (waited 2 s); "
+                        "no schedule event recorded until the next check")
             return
         if ids:
             log.info("schedule: recorded events %s", ", ".join(map(str, ids)))

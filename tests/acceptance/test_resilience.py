@@ -209,8 +209,8 @@ def test_sigterm_while_running_and_waiting_on_the_database_hands_the_event_back(
 def test_a_worker_claims_due_events_while_training_data_is_locked(conn, db_url, start_worker):
     """A lock on training_data (an ALTER TABLE, a TRUNCATE in an open
     transaction) holds up what reads it: the drift refresh skips it, the
-    writer warning does not read it, and the schedule check (which counts a
-    never-trained model's rows) gives up its round. The worker still claims
+    writer warning does not read it, and the schedule check skips the
+    never-trained model whose rows it would count. The worker still claims
     the events that are due, and runs them once the lock goes."""
     model = "claimed-while-locked"
     insert_labelled(conn, model, 200, seed=10)
@@ -218,7 +218,7 @@ def test_a_worker_claims_due_events_while_training_data_is_locked(conn, db_url, 
     with psycopg.connect(db_url) as blocker:  # a transaction, until commit
         blocker.execute("LOCK TABLE training_data IN ACCESS EXCLUSIVE MODE")
         worker = start_worker()
-        worker.wait_for_log("schedule check skipped", timeout=30)
+        worker.wait_for_log(f"schedule check: model {model} skipped", timeout=30)
         event_id = request_retrain(conn, model)
         wait_running(conn, event_id, [worker], timeout=30)
         blocker.commit()

@@ -273,3 +273,42 @@ def test_disabled_policy_records_no_schedule_event(conn):
     set_policy(conn, "m", enabled=True)
     assert len(check(conn)) == 1
     assert pending_event(conn, "m")["reason"] == "schedule"
+
+
+# ---------------------------------------------------------------------------
+# A caller with a lock_timeout (the worker) loses only the model it cannot lock
+# ---------------------------------------------------------------------------
+
+
+def test_a_model_whose_lock_is_held_is_skipped_and_the_others_are_recorded(conn, db_url):
+    import psycopg
+
+    trained(conn, "a", "8 days")
+    trained(conn, "b", "8 days")
+    insert_scored_batch(conn, "c", [False] * 50)  # never trained, enough rows
+    warnings: list[str] = []
+    conn.add_notice_handler(lambda diag: warnings.append(diag.message_primary))
+    with psycopg.connect(db_url) as writer:  # a writer of b holds b's lock
+        writer.execute("SELECT retrain_lock_model('b')")
+        conn.execute("SET lock_timeout = '200ms'")
+        ids = check(conn)
+        assert sorted(e["model_name"] for e in events(conn, status="pending")) == ["a", "c"]
+        assert len(ids) == 2
+        assert warnings == ["schedule check: model b skipped, a lock it needs is held"]
+    # The lock gone, the next check records b's period.
+    later = check(conn)
+    assert [e["model_name"] for e in events(conn, status="pending") if e["id"] in later] == ["b"]
+
+
+def test_a_never_trained_models_rows_under_a_lock_skip_only_that_model(conn, db_url):
+    import psycopg
+
+    trained(conn, "a", "8 days")
+    insert_scored_batch(conn, "c", [False] * 50)
+    with psycopg.connect(db_url) as blocker:
+        blocker.execute("LOCK TABLE training_data IN ACCESS EXCLUSIVE MODE")
+        conn.execute("SET lock_timeout = '200ms'")
+        check(conn)
+        assert [e["model_name"] for e in events(conn, status="pending")] == ["a"]
+    check(conn)
+    assert sorted(e["model_name"] for e in events(conn, status="pending")) == ["a", "c"]
