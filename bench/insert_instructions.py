@@ -106,15 +106,22 @@ def floor_body(variant: str) -> str:
     return " ".join(variant_sql(variant).split())
 
 
+def setup_lines(toggle: str) -> list[str]:
+    """Triggers on or off, empty tables, the model known (as in any load
+    after its first row)."""
+    return [
+        f"ALTER TABLE training_data {toggle} TRIGGER USER",
+        "TRUNCATE training_data, retrain_events, retrain_window_bounds RESTART IDENTITY",
+        "INSERT INTO retrain_models (model_name) VALUES ('churn') ON CONFLICT DO NOTHING",
+    ]
+
+
 def statements(case: str, rows: int, warmup: int) -> str:
     toggle, error_rate, wrong_every = CASES.get(case, CASES["quiet"])
     lines = [
         "SET synchronous_commit = off",
         *([floor_body(case)] if case not in CASES else []),
-        f"ALTER TABLE training_data {toggle} TRIGGER USER",
-        "TRUNCATE training_data, retrain_events, retrain_window_bounds RESTART IDENTITY",
-        # The model is known, as in any load after its first row.
-        "INSERT INTO retrain_models (model_name) VALUES ('churn') ON CONFLICT DO NOTHING",
+        *setup_lines(toggle),
         "PREPARE ins(int, text) AS INSERT INTO training_data "
         "(model_name, features, label, prediction, error_rate) VALUES ('churn', "
         "jsonb_build_object('age', $1, 'income', 36312.5, 'tenure_months', 12, "
@@ -139,9 +146,7 @@ def copy_statements(case: str, rows: int, work: Path) -> str:
     data.chmod(0o644)
     return "\n".join([
         "SET synchronous_commit = off",
-        f"ALTER TABLE training_data {toggle} TRIGGER USER",
-        "TRUNCATE training_data, retrain_events, retrain_window_bounds RESTART IDENTITY",
-        "INSERT INTO retrain_models (model_name) VALUES ('churn') ON CONFLICT DO NOTHING",
+        *setup_lines(toggle),
         "COPY training_data (model_name, features, label, prediction, error_rate) "
         f"FROM '{data}'",
     ]) + "\n"
