@@ -181,7 +181,7 @@ SELECT (SELECT l.pid FROM pg_locks AS l
         WHERE l.virtualtransaction = w.vxid AND l.pid IS NOT NULL
         LIMIT 1) AS pid,
        p.gid,
-       least(w.seen_since, p.prepared) AS seen_since,
+       s.seen_since,
        -- As of the last refresh; not from training_data, which may be
        -- locked (the warning must not hold the worker up).
        (SELECT greatest(h.newest_id - h.counted_id, 0) FROM drift_horizon AS h) AS waiting
@@ -192,6 +192,7 @@ LEFT JOIN LATERAL (
     JOIN pg_prepared_xacts AS x ON x.transaction = l.transactionid
     WHERE l.virtualtransaction = w.vxid AND l.locktype = 'transactionid'
     LIMIT 1) AS p ON true
-WHERE least(w.seen_since, p.prepared) < now() - %(older_than)s::interval
-ORDER BY w.lo_id, least(w.seen_since, p.prepared)
+CROSS JOIN LATERAL (SELECT least(w.seen_since, p.prepared) AS seen_since) AS s
+WHERE s.seen_since < now() - %(older_than)s::interval
+ORDER BY w.lo_id, s.seen_since
 LIMIT 1;
