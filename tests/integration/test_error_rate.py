@@ -550,27 +550,33 @@ def test_the_window_of_a_small_model_is_read_on_its_own_index(conn):
     assert after["training_data_pkey"][1] - before["training_data_pkey"][1] < 100
 
 
+_READ_COUNTERS = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch")
+
+
+def _retrain_models_reads_during(conn, action) -> dict[str, int]:
+    """How much ``action()`` read retrain_models: the backend's counters,
+    before and after, in one transaction (the counters of earlier
+    transactions not yet flushed are in both)."""
+    query = ("SELECT " + ", ".join(f"coalesce({c}, 0)" for c in _READ_COUNTERS)
+             + " FROM pg_stat_xact_user_tables WHERE relname = 'retrain_models'")
+    with conn.transaction():
+        before = conn.execute(query).fetchone()
+        action()
+        after = conn.execute(query).fetchone()
+    return {c: a - b for c, a, b in zip(_READ_COUNTERS, after, before)}
+
+
 def test_a_copys_reads_of_retrain_models_do_not_grow_with_its_rows(conn):
     # Single-row statements first: the session keeps the plans they made, as
     # a serving path's INSERTs would leave them before an ETL job's COPY.
     for _ in range(3):
         insert_row(conn, "m", label="a", prediction="a")
 
-    def reads() -> tuple[int, int]:
-        # This backend's counts not yet flushed, earlier transactions' too:
-        # only a difference within one transaction is the COPY's own.
-        return conn.execute(
-            "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0), "
-            "       coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
-            "FROM pg_stat_xact_user_tables WHERE relname = 'retrain_models'").fetchone()
-
     def copy_and_count(rows: int) -> tuple[int, int]:
-        with conn.transaction():
-            before = reads()
-            copy_rows(conn, [("m", {"x": i}, "a", "a" if i % 20 else "b", None)
-                             for i in range(rows)])
-            after = reads()
-        return after[0] - before[0], after[1] - before[1]
+        reads = _retrain_models_reads_during(conn, lambda: copy_rows(
+            conn, [("m", {"x": i}, "a", "a" if i % 20 else "b", None) for i in range(rows)]))
+        return (reads["seq_scan"] + reads["idx_scan"],
+                reads["seq_tup_read"] + reads["idx_tup_fetch"])
 
     small, large = copy_and_count(200), copy_and_count(2000)
     # (scans, rows read): a handful each, and 1800 more rows add none.
@@ -586,17 +592,12 @@ def test_after_a_copy_single_row_inserts_look_their_model_up_by_key(conn):
     conn.execute("ANALYZE retrain_models")
     copy_rows(conn, [("m", {"x": i}, "a", "a", None) for i in range(5000)])
 
-    def reads() -> tuple[int, int]:
-        return conn.execute(
-            "SELECT coalesce(seq_tup_read, 0), coalesce(idx_scan, 0) "
-            "FROM pg_stat_xact_user_tables WHERE relname = 'retrain_models'").fetchone()
-
-    with conn.transaction():
-        before = reads()
+    def inserts():
         for _ in range(20):
             insert_row(conn, "m", label="a", prediction="a")
-        after = reads()
-    rows_scanned, lookups = after[0] - before[0], after[1] - before[1]
+
+    reads = _retrain_models_reads_during(conn, inserts)
+    rows_scanned, lookups = reads["seq_tup_read"], reads["idx_scan"]
     assert rows_scanned == 0 and lookups == 20, (rows_scanned, lookups)
 
 
