@@ -9,6 +9,7 @@ nothing running.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -34,11 +35,14 @@ def server_url():
         yield libpq_url(os.environ["DATABASE_URL"])
         return
     tmp = Path(tempfile.mkdtemp(prefix="pg-retrain-test-"))
-    server = embedded.start(tmp / "pgdata", delete_on_exit=True)
     try:
-        yield server.url
+        server = embedded.start(tmp / "pgdata", delete_on_exit=True)
+        try:
+            yield server.url
+        finally:
+            server.cleanup()  # stops the server and deletes pgdata
     finally:
-        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)  # and the directory around it
 
 
 def _admin(server_url):
