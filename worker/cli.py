@@ -6,18 +6,24 @@ policy value) ends as one line on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
 import click
 import psycopg
 
 from . import logs
 from .db import connect, one_line
-from .errors import UserError
+from .errors import UserError, unknown_model
+
+log = logging.getLogger(__name__)
 
 DATABASE_URL_HELP = ("PostgreSQL URL, e.g. postgresql://user@host:5432/db (env DATABASE_URL; "
-                     "default: an embedded PostgreSQL in ./.pg-retrain).")
-TRACKING_URI_HELP = "MLflow tracking URI (env MLFLOW_TRACKING_URI; default sqlite:///mlflow.db)."
+                     "default: an embedded PostgreSQL in the data home, see `worker db path`).")
+TRACKING_URI_HELP = ("MLflow tracking URI (env MLFLOW_TRACKING_URI; default: sqlite:///mlflow.db "
+                     "in the current directory, or <data home>/mlflow.db with the embedded "
+                     "database).")
 
 
 def database_option(f):
@@ -30,7 +36,7 @@ def tracking_option(f):
 
 def require_url(database_url: str | None) -> str:
     """The database to use: the given URL, else the embedded default (started,
-    created and migrated on demand in ./.pg-retrain, or $PG_RETRAIN_HOME)."""
+    created and migrated on demand in the data home, see embedded.home())."""
     if database_url:
         return database_url
     from .embedded import default_database_url
@@ -40,6 +46,39 @@ def require_url(database_url: str | None) -> str:
     except Exception as exc:
         raise UserError(f"cannot start the embedded PostgreSQL: {one_line(exc)} "
                         "(or set DATABASE_URL)") from None
+
+
+def resolve_tracking_uri(database_url: str | None, tracking_uri: str | None) -> str | None:
+    """The MLflow store: the given URI; else, with the embedded database, the
+    SQLite store in the same data home (models stay with the data whatever
+    the current directory); else None, MLflow's default sqlite:///mlflow.db."""
+    if tracking_uri or database_url:
+        return tracking_uri or None
+    from . import embedded
+
+    return embedded.tracking_uri()
+
+
+def where(database_url: str | None, url: str, tracking_uri: str | None) -> list[str]:
+    """Lines saying where the database and the MLflow store are."""
+    from sqlalchemy.engine import make_url
+
+    from . import embedded
+    from .tracking import DEFAULT_TRACKING_URI
+
+    if database_url:
+        database = make_url(url).render_as_string(hide_password=True)
+    else:
+        database = f"{url} (embedded, data directory {embedded.data_dir()})"
+    return [f"database: {database}", f"MLflow:   {tracking_uri or DEFAULT_TRACKING_URI}"]
+
+
+def require_known_model(conn, model: str) -> None:
+    """A UserError (exit 2) unless the database knows ``model``."""
+    from .queries import query
+
+    if not conn.execute(query("model_known"), {"model_name": model}).fetchone()[0]:
+        raise unknown_model(model)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,6 +119,9 @@ def _make_worker(database_url, tracking_uri, heartbeat_interval, stale_after, re
 
     url = require_url(database_url)
     connect(url).close()
+    tracking_uri = resolve_tracking_uri(database_url, tracking_uri)
+    for line in where(database_url, url, tracking_uri):
+        log.info("%s", line)
     return Worker(Settings(database_url=url, tracking_uri=tracking_uri,
                            heartbeat_interval=heartbeat_interval, stale_after=stale_after,
                            retry_delay=retry_delay, **extra))
@@ -125,24 +167,31 @@ def trigger(database_url, model):
     from .queries import query
 
     with connect(require_url(database_url), autocommit=True) as conn:
+        # Checked here as well as in request_retrain(), so that the message
+        # and the exit status are the same as every other command's.
+        require_known_model(conn, model)
         event_id = conn.execute(query("request_retrain"), {"model_name": model}).fetchone()[0]
     click.echo(f"event {event_id}: manual retrain of {model} requested")
 
 
 @cli.command()
 @database_option
+@tracking_option
 @click.option("--model", help="Only this model's events.")
 @click.option("--limit", default=10, show_default=True, help="How many recent events.")
-def status(database_url, model, limit):
-    """Models (champion, latest accuracy and drift) and recent events."""
-    from .queries import query
+def status(database_url, tracking_uri, model, limit):
+    """Models (champion, latest accuracy and drift), recent events, and where
+    the database and the MLflow store are."""
     from .status import render_status
 
-    with connect(require_url(database_url), autocommit=True) as conn:
-        if model is not None and not conn.execute(
-                query("model_known"), {"model_name": model}).fetchone()[0]:
-            raise UserError(f"unknown model {model!r}: it has no training data, metrics or policy")
+    url = require_url(database_url)
+    with connect(url, autocommit=True) as conn:
+        if model is not None:
+            require_known_model(conn, model)
         click.echo(render_status(conn, model, limit))
+    click.echo("")
+    click.echo("\n".join(where(database_url, url, resolve_tracking_uri(database_url,
+                                                                       tracking_uri))))
 
 
 @cli.group()
@@ -155,12 +204,16 @@ def metrics():
 @tracking_option
 @click.option("--model", default="default", show_default=True)
 def metrics_list(database_url, tracking_uri, model):
-    """Metric names tracked in MLflow for the model.
+    """Metric names tracked in MLflow for the model (none yet: no output).
 
-    --database-url is accepted like everywhere; the metrics come from MLflow."""
+    The metrics come from MLflow; the database is asked only whether a model
+    without runs exists at all."""
     from .tracking import Tracker
 
-    for name in Tracker(tracking_uri).metric_names(model):
+    names = Tracker(resolve_tracking_uri(database_url, tracking_uri)).metric_names(model)
+    if not names:
+        _require_known_model_at(database_url, model)
+    for name in names:
         click.echo(name)
 
 
@@ -172,11 +225,20 @@ def metrics_list(database_url, tracking_uri, model):
 def metrics_get(database_url, tracking_uri, name, model):
     """The latest value of metric NAME, e.g. model_accuracy.
 
-    --database-url is accepted like everywhere; the value comes from MLflow."""
+    The value comes from MLflow; the database is asked only whether a model
+    without runs exists at all."""
     from .tracking import Tracker
 
-    value = Tracker(tracking_uri).latest_metric(model, name)
+    value = Tracker(resolve_tracking_uri(database_url, tracking_uri)).latest_metric(model, name)
+    if value is None:
+        _require_known_model_at(database_url, model)
+        raise UserError(f"no metric {name!r} tracked for model {model!r}")
     click.echo(f"{value:.6g}")
+
+
+def _require_known_model_at(database_url: str | None, model: str) -> None:
+    with connect(require_url(database_url), autocommit=True) as conn:
+        require_known_model(conn, model)
 
 
 @cli.group()
@@ -210,6 +272,70 @@ def policy_set(database_url, model, settings):
     with connect(require_url(database_url), autocommit=True) as conn:
         set_policy(conn, model, values)
         click.echo(show_policy(conn, model))
+
+
+@cli.command()
+@database_option
+@click.argument("model")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG file to write (default: <model>-history.png in the current directory).")
+def plot(database_url, model, output):
+    """A PNG of MODEL's history: accuracy and drift over time, and its retrains."""
+    from . import plot as plotting
+
+    with connect(require_url(database_url), autocommit=True) as conn:
+        require_known_model(conn, model)
+        history = plotting.gather_history(conn, model)
+    path = output or Path(plotting.default_file_name(model))
+    plotting.render(history, path)
+    click.echo(f"wrote {path}")
+
+
+@cli.group()
+def db():
+    """The embedded PostgreSQL (used when DATABASE_URL is not set)."""
+
+
+@db.command("url")
+@database_option
+def db_url(database_url):
+    """Print the database URL, ready for psql: psql "$(worker db url)".
+
+    Starts the embedded server if it is not running."""
+    from .db import libpq_url
+
+    click.echo(libpq_url(database_url) if database_url else require_url(None))
+
+
+@db.command("path")
+@database_option
+def db_path(database_url):
+    """Print the embedded server's data directory (the data home is its parent)."""
+    from . import embedded
+
+    _refuse_external(database_url, "no embedded PostgreSQL is in use")
+    click.echo(str(embedded.data_dir()))
+
+
+@db.command("stop")
+@database_option
+def db_stop(database_url):
+    """Stop the embedded server (the next command starts it again)."""
+    from . import embedded
+
+    _refuse_external(database_url, "there is no embedded PostgreSQL to stop")
+    data = embedded.data_dir()
+    if embedded.stop(data):
+        click.echo(f"stopped the embedded PostgreSQL (data directory {data})")
+    else:
+        click.echo(f"the embedded PostgreSQL is not running (data directory {data})")
+
+
+def _refuse_external(database_url: str | None, what: str) -> None:
+    """`db path`/`db stop` manage only the embedded server: with a URL set,
+    a UserError (exit 2), so a script sees that nothing was done."""
+    if database_url:
+        raise UserError(f"DATABASE_URL is set: {what}")
 
 
 def main() -> None:

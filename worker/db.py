@@ -19,9 +19,13 @@ SCHEMA = os.environ.get("PG_RETRAIN_SCHEMA", "public")
 
 
 def libpq_url(url: str) -> str:
-    """The URL as psycopg/libpq accept it (no ``+driver`` suffix)."""
-    parsed = _parse(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    """The URL as psycopg/libpq accept it (no ``+driver`` suffix).
+
+    Only the scheme is rewritten: re-rendering the whole URL would encode a
+    space in ``?host=/path with space`` as '+', which libpq reads literally."""
+    _parse(url)  # a clear error for a URL that is not PostgreSQL's
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql{sep}{rest}" if "+" in scheme else url
 
 
 def sqlalchemy_url(url: str) -> str:

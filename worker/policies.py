@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .errors import UserError
+from .errors import UserError, unknown_model
 from .queries import query
 from .status import table
 
@@ -25,7 +25,7 @@ def show_policy(conn, model: str) -> str:
                           (model,)).fetchone()
         if own is None and model != "default" and not conn.execute(
                 query("model_known"), {"model_name": model}).fetchone()[0]:
-            raise UserError(f"unknown model {model!r}: it has no training data, metrics or policy")
+            raise unknown_model(model)
         policy = cur.execute(query("policy_for"), {"model_name": model}).fetchone()
     source = "own policy" if own else "uses the default policy"
     rows = [[k, v] for k, v in policy.items() if k != "model_name"]

@@ -19,8 +19,6 @@ import warnings
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from .errors import UserError
-
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -146,20 +144,23 @@ class Tracker:
         return run.info.run_id, version
 
     def metric_names(self, model_name: str) -> list[str]:
+        """The metric names of the model's runs; none for a model never
+        retrained (the caller decides whether the model exists at all)."""
         runs = self._runs(model_name)
         return sorted({key for run in runs for key in run.data.metrics})
 
-    def latest_metric(self, model_name: str, metric: str) -> float:
+    def latest_metric(self, model_name: str, metric: str) -> float | None:
+        """The metric's value in the newest run that has it, else None."""
         for run in self._runs(model_name):
             if metric in run.data.metrics:
                 return run.data.metrics[metric]
-        raise UserError(f"no metric {metric!r} tracked for model {model_name!r}")
+        return None
 
     def _runs(self, model_name: str):
         with self.lock():
             experiment = self.client.get_experiment_by_name(model_name)
             if experiment is None:
-                raise UserError(f"no MLflow experiment for model {model_name!r} in {self.uri}")
+                return []
             return self.client.search_runs(
                 [experiment.experiment_id], order_by=["attributes.start_time DESC"],
                 max_results=200,
