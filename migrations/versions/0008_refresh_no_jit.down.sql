@@ -1,3 +1,0 @@
--- Frozen: reverts revision 0008_refresh_no_jit. Never edit.
-
-ALTER FUNCTION refresh_drift(text) RESET jit;
