@@ -112,13 +112,20 @@ class Tracker:
     def log_retrain(self, *, model_name: str, params: dict, metrics: dict, pipeline,
                     input_example, promoted: bool) -> tuple[str, str]:
         """Log a run with its model, register it, move the alias when promoted.
-        Returns (run_id, registered version)."""
+        Returns (run_id, registered version).
+
+        The model is logged without an input schema (``signature=False``),
+        with ``input_example`` (raw feature rows) to show its shape. The
+        pipeline's first step coerces any frame to the kinds it learned, so it
+        is the model's real input contract; a schema inferred from a few rows
+        made ``pyfunc`` refuse what ETL really sends (a missing feature), and
+        one of optional ``Any`` columns still fails a row without any known
+        feature (MLflow drops every column and hands the model zero rows).
+        The learned feature kinds are recorded in the model's metadata."""
         import sklearn
         import pandas
-        from mlflow.models import infer_signature
 
         experiment_id = self.experiment_id(model_name)
-        signature = infer_signature(input_example, pipeline.predict(input_example))
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
         # The registry prints "Registered model ..."/"Created version ..."
         # straight to stderr, which would break --log-format json.
@@ -131,7 +138,9 @@ class Tracker:
                     pipeline,
                     name="model",
                     registered_model_name=registered_name(model_name),
-                    signature=signature,
+                    signature=False,
+                    input_example=input_example,
+                    metadata=_feature_metadata(pipeline),
                     pip_requirements=requirements,
                     # skops refuses our own FeatureFrame step and sklearn's
                     # tree internals unless each type is listed; the store is
@@ -177,8 +186,21 @@ def registered_name(model_name: str) -> str:
 def safe_directory_name(model_name: str) -> str:
     """A model name as one directory name: any text is a valid model name
     ('/etc', '..'), so everything but letters, digits, '-' and '_' is
-    %-escaped."""
-    return quote(model_name, safe="").replace(".", "%2E").replace("~", "%7E") or "%00"
+    escaped as ~XX (its UTF-8 bytes in hex).
+
+    Not %XX: MLflow stores the artifact location as a file URI and decodes it
+    once more when it resolves ``models:/NAME@alias``, so a directory named
+    'a%2Fb' was looked up as 'a/b' and the model could not be loaded back."""
+    escaped = quote(model_name, safe="").replace(".", "%2E").replace("~", "%7E") or "%00"
+    return escaped.replace("%", "~")  # no '~' is left unescaped above: still one-to-one
+
+
+def _feature_metadata(pipeline) -> dict | None:
+    """{"feature_kinds": {name: numeric|categorical}} from the pipeline's
+    feature step, for people reading the MLmodel file; None if there is none."""
+    steps = getattr(pipeline, "named_steps", {})
+    kinds = getattr(steps.get("frame"), "kinds_", None) if "frame" in steps else None
+    return {"feature_kinds": dict(kinds)} if kinds else None
 
 
 def _param(value) -> str:

@@ -111,10 +111,10 @@ def test_a_model_without_metrics_gets_a_png_that_says_so(conn, run_worker, tmp_p
         t.get_text() for t in fig.axes[0].texts]
 
     # Any model name gives one file name in the current directory.
-    assert default_file_name("a/../new") == "a%2F%2E%2E%2Fnew-history.png"
+    assert default_file_name("a/../new") == "a~2F~2E~2E~2Fnew-history.png"
     result = run_worker("plot", "a/../new")
     assert result.returncode == 0, result.stderr
-    assert_png(tmp_path / "a%2F%2E%2E%2Fnew-history.png", min_bytes=5_000)
+    assert_png(tmp_path / "a~2F~2E~2E~2Fnew-history.png", min_bytes=5_000)
 
     out = tmp_path / "plots" / "new.png"
     out.parent.mkdir()
