@@ -35,6 +35,9 @@ def _quiet_mlflow():
 
     disable_logging()  # "Successfully registered model ..." printed to stderr
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    # With a tracking server, MLflow prints "View run ... at: http://..." to
+    # stdout after each run; the worker logs its own line on stderr.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
