@@ -24,7 +24,7 @@ COPY README.md alembic.ini ./
 COPY migrations ./migrations
 COPY sql ./sql
 COPY worker ./worker
-RUN pip install --no-deps . && cd / && rm -rf /src
+RUN pip install --no-deps .
 
 # Not root. /mlartifacts is where the MLflow server keeps artifacts (a volume
 # in compose; a new volume takes this directory's owner).

@@ -278,7 +278,8 @@ def policy_set(database_url, model, settings):
 @database_option
 @click.argument("model")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG file to write (default: <model>-history.png in the current directory).")
+              help="PNG file to write (default: <model>-history.png in the current directory, "
+                   "the model name made safe as a file name).")
 def plot(database_url, model, output):
     """A PNG of MODEL's history: accuracy and drift over time, and its retrains."""
     from . import plot as plotting
@@ -310,7 +311,9 @@ def db_url(database_url):
 @db.command("path")
 @database_option
 def db_path(database_url):
-    """Print the embedded server's data directory (the data home is its parent)."""
+    """Print the embedded server's data directory (the data home is its parent).
+
+    With DATABASE_URL set: an error, exit 2."""
     from . import embedded
 
     _refuse_external(database_url, "no embedded PostgreSQL is in use")
@@ -320,7 +323,10 @@ def db_path(database_url):
 @db.command("stop")
 @database_option
 def db_stop(database_url):
-    """Stop the embedded server (the next command starts it again)."""
+    """Stop the embedded server (the next command starts it again).
+
+    Exit 0 whether it was running or not; with DATABASE_URL set there is
+    nothing embedded to stop: one line on stderr, exit 2."""
     from . import embedded
 
     _refuse_external(database_url, "there is no embedded PostgreSQL to stop")
