@@ -7,6 +7,7 @@ policy value) ends as one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -60,17 +61,23 @@ def resolve_tracking_uri(database_url: str | None, tracking_uri: str | None) -> 
 
 
 def where(database_url: str | None, url: str, tracking_uri: str | None) -> list[str]:
-    """Lines saying where the database and the MLflow store are."""
-    from sqlalchemy.engine import make_url
-
+    """Lines saying where the database and the MLflow store are (passwords
+    hidden, a relative SQLite path made absolute)."""
     from . import embedded
-    from .tracking import DEFAULT_TRACKING_URI
+    from .tracking import DEFAULT_TRACKING_URI, sqlite_path
 
     if database_url:
-        database = make_url(url).render_as_string(hide_password=True)
+        database = _hide_password(url)
     else:
         database = f"{url} (embedded, data directory {embedded.data_dir()})"
-    return [f"database: {database}", f"MLflow:   {tracking_uri or DEFAULT_TRACKING_URI}"]
+    tracking = tracking_uri or DEFAULT_TRACKING_URI
+    if sqlite_path(tracking) is not None:
+        tracking = f"sqlite:///{sqlite_path(tracking)}"
+    return [f"database: {database}", f"MLflow:   {_hide_password(tracking)}"]
+
+
+def _hide_password(uri: str) -> str:
+    return re.sub(r"^([a-z0-9+.-]+://[^/:@]*):[^/]*@", r"\1:***@", uri, flags=re.IGNORECASE)
 
 
 def require_known_model(conn, model: str) -> None:
