@@ -41,7 +41,8 @@ UPDATE retrain_events
 SET status = 'succeeded', finished_at = clock_timestamp(), error = NULL,
     mlflow_run_id = %(mlflow_run_id)s, model_version = %(model_version)s,
     accuracy = %(accuracy)s, champion_accuracy = %(champion_accuracy)s,
-    promoted = %(promoted)s, rows_used = %(rows_used)s
+    promoted = %(promoted)s, rows_used = %(rows_used)s, holdout_rows = %(holdout_rows)s,
+    training_window = %(training_window)s, trained_through_id = %(trained_through_id)s
 WHERE id = %(id)s AND worker_id = %(worker_id)s AND status = 'running';
 
 -- insert_retrain_metric --
@@ -101,28 +102,6 @@ WHERE p.status = 'pending'
 -- The lock every trigger takes before the model's pending event.
 SELECT retrain_lock_model(%(model_name)s);
 
--- lock_model_with_baseline --
--- The model's lock if it has a drift baseline, which store_drift_baseline
--- then needs (to report what was counted against it): taken first, before
--- the event's row and any lock on training_data, so that waiting for a
--- writer of the model blocks neither the heartbeat nor that writer.
-SELECT retrain_lock_model(b.model_name) FROM drift_baselines AS b
-WHERE b.model_name = %(model_name)s;
-
--- lock_outcome_tables_nowait --
--- The tables recording an outcome reads and writes (the success trigger and
--- store_drift_baseline read training_data; the metrics rows), locked before
--- the event's row and without waiting: a writer of the model may hold one
--- (a TRUNCATE in its transaction) and then want the model's lock, which the
--- outcome may hold by now.
-LOCK TABLE training_data IN ACCESS SHARE MODE NOWAIT;
-LOCK TABLE model_metrics IN ROW EXCLUSIVE MODE NOWAIT;
-
--- lock_outcome_tables --
--- The same, waiting: in a transaction of its own, which holds nothing else.
-LOCK TABLE training_data IN ACCESS SHARE MODE;
-LOCK TABLE model_metrics IN ROW EXCLUSIVE MODE;
-
 -- check_schedules --
 SELECT check_retrain_schedules();
 
@@ -130,12 +109,17 @@ SELECT check_retrain_schedules();
 -- A schedule check waits this long for a lock, then gives up its round.
 SET LOCAL lock_timeout = '2s';
 
+-- refresh_lock_timeout --
+-- A drift refresh waits this long for a lock (training_data held
+-- exclusively), then gives up its round.
+SET LOCAL lock_timeout = '200ms';
+
 -- request_retrain --
 SELECT request_retrain(%(model_name)s);
 
 -- load_training_rows --
--- The model's labelled rows, newest first (the index on (model_name, id)
--- WHERE label IS NOT NULL serves it), up to the policy's maximum.
+-- The model's labelled rows, newest first (training_data_model_id_idx
+-- serves it), up to the policy's maximum.
 SELECT id, features, label, prediction
 FROM training_data
 WHERE model_name = %(model_name)s AND label IS NOT NULL
@@ -143,12 +127,10 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- policy_for --
-SELECT (p).* FROM (SELECT retrain_policy_for(%(model_name)s) AS p) AS s;
+SELECT * FROM retrain_policy_for(%(model_name)s);
 
 -- model_known --
-SELECT EXISTS (SELECT FROM retrain_models WHERE model_name = %(model_name)s)
-    OR EXISTS (SELECT FROM retrain_policies
-               WHERE model_name = %(model_name)s AND model_name <> 'default');
+SELECT EXISTS (SELECT FROM retrain_models WHERE model_name = %(model_name)s);
 
 -- model_status --
 SELECT * FROM model_status ORDER BY model_name;
@@ -163,36 +145,10 @@ LIMIT %(limit)s;
 
 -- store_drift_baseline --
 SELECT store_drift_baseline(%(model_name)s, %(model_version)s, %(event_id)s,
-                            %(baseline_rows)s, %(features)s);
+                            %(baseline_rows)s, %(after_row_id)s, %(features)s);
 
 -- refresh_drift --
--- Brings every model's drift counts up to date; returns one row per model
--- that saw new rows or labels, or had a report due (reported = a 'monitor'
--- metrics row was appended).
-SELECT model_name, new_rows, drift_score, accuracy, reported FROM refresh_drift();
+-- Brings every model's drift window up to date; returns one row per model
+-- whose window changed (reported = a 'monitor' metrics row was appended).
+SELECT model_name, window_rows, drift_score, accuracy, reported FROM refresh_drift();
 
--- long_drift_writer --
--- The oldest transaction that has held the drift count back for a while,
--- and how many rows wait for it. pid is its backend now (NULL once it is
--- prepared: drift_writers keeps the pid it was first seen with); gid names
--- a prepared transaction, seen since it was prepared at the latest (after a
--- restart it is listed again, as if it had just begun).
-SELECT (SELECT l.pid FROM pg_locks AS l
-        WHERE l.virtualtransaction = w.vxid AND l.pid IS NOT NULL
-        LIMIT 1) AS pid,
-       p.gid,
-       s.seen_since,
-       -- As of the last refresh; not from training_data, which may be
-       -- locked (the warning must not hold the worker up).
-       (SELECT greatest(h.newest_id - h.counted_id, 0) FROM drift_horizon AS h) AS waiting
-FROM drift_writers AS w
-LEFT JOIN LATERAL (
-    SELECT x.gid, x.prepared
-    FROM pg_locks AS l
-    JOIN pg_prepared_xacts AS x ON x.transaction = l.transactionid
-    WHERE l.virtualtransaction = w.vxid AND l.locktype = 'transactionid'
-    LIMIT 1) AS p ON true
-CROSS JOIN LATERAL (SELECT least(w.seen_since, p.prepared) AS seen_since) AS s
-WHERE s.seen_since < now() - %(older_than)s::interval
-ORDER BY w.lo_id, s.seen_since
-LIMIT 1;

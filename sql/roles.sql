@@ -40,10 +40,5 @@ BEGIN
                    'TO pgretrain_worker', v_schema);
     EXECUTE format('GRANT EXECUTE ON FUNCTION %I.request_retrain(text, text), '
                    '%I.check_retrain_schedules() TO pgretrain_worker', v_schema, v_schema);
-    -- The drift monitor's counting horizon (since revision 0012).
-    IF to_regprocedure(format('%I.drift_horizon_advance(boolean)', v_schema)) IS NOT NULL THEN
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %I.drift_horizon_advance(boolean) '
-                       'TO pgretrain_worker', v_schema);
-    END IF;
 END;
 $$;

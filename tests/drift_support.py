@@ -97,18 +97,25 @@ def insert_values(conn, rows: list[tuple]) -> list[int]:
 
 
 def store_baseline(conn, model: str, rows: list[dict], *, version: str = "1",
-                   kinds: dict[str, str] | None = None) -> list[drift.FeatureBaseline]:
+                   kinds: dict[str, str] | None = None,
+                   after_row_id: int | None = None) -> list[drift.FeatureBaseline]:
+    """``after_row_id``: the newest row the retrain learned from; default the
+    model's newest row now (every row so far is the baseline's)."""
     if kinds is None:
         kinds = infer_kinds(frame_from_features(rows))
+    if after_row_id is None:
+        after_row_id = conn.execute(
+            "SELECT coalesce(max(id), 0) FROM training_data WHERE model_name = %s",
+            (model,)).fetchone()[0]
     features = drift.baseline(rows, kinds)
-    conn.execute("SELECT store_drift_baseline(%s, %s, NULL, %s, %s)",
-                 (model, version, len(rows), Jsonb([asdict(f) for f in features])))
+    conn.execute("SELECT store_drift_baseline(%s, %s, NULL, %s, %s, %s)",
+                 (model, version, len(rows), after_row_id, Jsonb([asdict(f) for f in features])))
     return features
 
 
 def baseline_row(conn, model: str) -> dict | None:
     cur = conn.execute(
-        "SELECT model_name, model_version, baseline_rows, max_row_id, recent_rows, "
+        "SELECT model_name, model_version, baseline_rows, after_row_id, recent_rows, "
         "labelled_rows, correct_rows FROM drift_baselines WHERE model_name = %s", (model,))
     row = cur.fetchone()
     if row is None:
@@ -139,16 +146,6 @@ def monitor_rows(conn, model: str) -> list[tuple]:
     return conn.execute(
         "SELECT id, model_version, accuracy, drift_score FROM model_metrics "
         "WHERE model_name = %s AND source = 'monitor' ORDER BY id", (model,)).fetchall()
-
-
-def uncounted(conn, model: str | None = None) -> int:
-    """What the monitor has not counted yet (of one model, or all): rows above
-    its counting horizon, and label changes it has not taken."""
-    return conn.execute(
-        "SELECT (SELECT count(*) FROM training_data AS t, drift_horizon AS h "
-        "        WHERE t.id > h.counted_id AND (%(m)s::text IS NULL OR t.model_name = %(m)s)) "
-        "     + (SELECT count(*) FROM drift_label_changes "
-        "        WHERE %(m)s::text IS NULL OR model_name = %(m)s)", {"m": model}).fetchone()[0]
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +188,7 @@ def expected_counts(conn, model: str, rows: list[dict]) -> dict[tuple[str, int],
     for these feature objects, binned from scratch."""
     definitions = conn.execute(
         "SELECT feature, kind, edges, categories FROM drift_features "
-        "WHERE model_name = %s AND kind <> 'unseen'", (model,)).fetchall()
+        "WHERE model_name = %s", (model,)).fetchall()
     counts: Counter = Counter()
     for feature, kind, edges, categories in definitions:
         for row in rows:
@@ -201,28 +198,29 @@ def expected_counts(conn, model: str, rows: list[dict]) -> dict[tuple[str, int],
 
 def stored_counts(conn, model: str) -> dict[tuple[str, int], int]:
     return {(f, b): n for f, b, n in conn.execute(
-        "SELECT b.feature, b.bin, b.recent_count FROM drift_bins AS b "
-        "JOIN drift_features AS f USING (model_name, feature) "
-        "WHERE b.model_name = %s AND f.kind <> 'unseen'", (model,)).fetchall()}
+        "SELECT feature, bin, recent_count FROM drift_bins WHERE model_name = %s",
+        (model,)).fetchall()}
 
 
-def rows_since_baseline(conn, model: str) -> list[tuple]:
-    """(id, features, label, prediction) of the model's rows committed after
-    its baseline was stored: above the baseline's max_row_id, but for the
-    ids that were visible then (before_ids)."""
-    return conn.execute(
+def recent_window(conn, model: str) -> list[tuple]:
+    """(id, features, label, prediction) of the model's recent window,
+    written out plainly: its newest drift_window rows above the baseline's
+    after_row_id, oldest first."""
+    rows = conn.execute(
         "SELECT t.id, t.features, t.label, t.prediction FROM training_data AS t "
         "JOIN drift_baselines AS d USING (model_name) "
-        "WHERE t.model_name = %s AND t.id > d.max_row_id AND NOT t.id <@ d.before_ids "
-        "ORDER BY t.id", (model,)).fetchall()
+        "WHERE t.model_name = %s AND t.id > d.after_row_id "
+        "ORDER BY t.id DESC LIMIT (SELECT drift_window FROM retrain_policy_for(%s))",
+        (model, model)).fetchall()
+    return rows[::-1]
 
 
 def assert_recount(conn, model: str, rows: list[dict] | None = None) -> None:
-    """Every scored bin's recent_count equals a recount from scratch, and
+    """Every bin's recent_count equals a recount from scratch, and
     recent_rows equals the number of rows. ``rows`` defaults to the model's
-    rows since its baseline (rows_since_baseline)."""
+    recent window (recent_window)."""
     if rows is None:
-        rows = [r[1] for r in rows_since_baseline(conn, model)]
+        rows = [r[1] for r in recent_window(conn, model)]
     expected = expected_counts(conn, model, rows)
     stored = stored_counts(conn, model)
     missing_bins = sorted(k for k in expected if k not in stored)

@@ -85,18 +85,23 @@ def insert_metric(conn, model: str = "m", accuracy=None, drift_score=None,
 
 
 def finish_retrain(conn, model: str, *, status: str = "succeeded", accuracy=None,
-                   promoted=None, finished_ago: str = "0 seconds") -> int:
+                   promoted=None, finished_ago: str = "0 seconds",
+                   trained_through_id: int | None = None) -> int:
     """Record a finished retrain of a model the way the worker does: an event
-    that runs, then finishes (so triggers on the status change fire)."""
+    that runs, then finishes. ``trained_through_id``: the newest row it
+    learned from (default: the newest row of training_data now)."""
     event_id = conn.execute(
         "INSERT INTO retrain_events (model_name, reason, reasons, status, started_at) "
         "VALUES (%s, 'manual', '{manual}', 'running', now()) RETURNING id",
         (model,),
     ).fetchone()[0]
+    if trained_through_id is None:
+        trained_through_id = conn.execute(
+            "SELECT coalesce(max(id), 0) FROM training_data").fetchone()[0]
     conn.execute(
-        "UPDATE retrain_events SET status = %s, finished_at = now() - %s::interval, "
-        "accuracy = %s, promoted = %s WHERE id = %s",
-        (status, finished_ago, accuracy, promoted, event_id),
+        "UPDATE retrain_events SET status = %s, finished_at = clock_timestamp() - %s::interval, "
+        "accuracy = %s, promoted = %s, trained_through_id = %s WHERE id = %s",
+        (status, finished_ago, accuracy, promoted, trained_through_id, event_id),
     )
     return event_id
 

@@ -103,36 +103,18 @@ def beat(conn: psycopg.Connection, event: Event, worker_id: str) -> bool:
     return conn.execute(query("heartbeat"), {"id": event.id, "worker_id": worker_id}).rowcount == 1
 
 
-class _TablesBusy(Exception):
-    """A table the outcome needs is locked by another transaction."""
-
-
 def finish_succeeded(conn: psycopg.Connection, event: Event, worker_id: str, outcome: dict) -> None:
     """Write the outcome, the retrain's metrics row and the new drift
-    baseline in one transaction. It waits for a lock only while it holds no
-    other (see the queries), so no writer of the model can deadlock with it
-    whatever order that writer takes its locks in."""
-    outcome = dict(outcome)
+    baseline in one transaction."""
+    # TEMPORARY until retrain.py returns the new outcome keys (issue 12).
+    if "trained_through_id" not in outcome:
+        outcome["trained_through_id"] = conn.execute(
+            "SELECT coalesce(max(id), 0) FROM training_data WHERE model_name = %s "
+            "AND label IS NOT NULL", (event.model_name,)).fetchone()[0]
+    outcome = {"holdout_rows": None, "training_window": None, **outcome}
     baseline = outcome.pop("baseline", [])
     baseline_rows = outcome.pop("baseline_rows", 0)
-    while True:
-        try:
-            _record_success(conn, event, worker_id, outcome, baseline, baseline_rows)
-            return
-        except _TablesBusy:
-            with conn.transaction():
-                conn.execute(query("lock_outcome_tables"))
-
-
-def _record_success(conn, event, worker_id, outcome, baseline, baseline_rows) -> None:
     with conn.transaction():
-        if baseline:
-            # May wait for an open writer of the model; see the query.
-            conn.execute(query("lock_model_with_baseline"), {"model_name": event.model_name})
-        try:
-            conn.execute(query("lock_outcome_tables_nowait"))
-        except psycopg.errors.LockNotAvailable:
-            raise _TablesBusy() from None
         updated = conn.execute(
             query("finish_succeeded"), {"id": event.id, "worker_id": worker_id, **outcome}
         ).rowcount
@@ -149,6 +131,7 @@ def _record_success(conn, event, worker_id, outcome, baseline, baseline_rows) ->
                 "model_version": outcome["model_version"],
                 "event_id": event.id,
                 "baseline_rows": baseline_rows,
+                "after_row_id": outcome["trained_through_id"],
                 "features": Jsonb([asdict(f) for f in baseline]),
             })
 

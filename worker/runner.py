@@ -31,9 +31,6 @@ from .training import TrainingError
 log = logging.getLogger(__name__)
 
 CHANNEL = "retrain_events"
-#: How long a transaction may hold the drift count back before the worker
-#: says so, and how often it says so again.
-WRITER_WARNING_EVERY = 300
 
 
 class HandBack(BaseException):
@@ -72,7 +69,6 @@ class Worker:
         self.failed = 0
         self.retried = 0
         self._conn: psycopg.Connection | None = None
-        self._next_writer_warning = 0.0
 
     # -- connections ---------------------------------------------------------
 
@@ -132,40 +128,28 @@ class Worker:
         """Bring the drift monitor up to date. Its 'monitor' metrics rows fire
         the checks, so a pending event of a model merges what the monitor saw
         before the model's retrain starts (and its baseline moves). A model
-        whose report fails does not stop the others: the SQL reports it as a
-        warning, logged here, and tries again next time."""
+        whose refresh fails does not stop the others: the SQL reports it as a
+        warning, logged here, and tries again next time. While training_data
+        is locked exclusively (an ALTER TABLE, a TRUNCATE), the round is
+        skipped rather than holding up the claims behind it."""
         conn = self._work_conn()
         try:
-            rows = conn.execute(query("refresh_drift")).fetchall()
+            with conn.transaction():
+                conn.execute(query("refresh_lock_timeout"))
+                rows = conn.execute(query("refresh_drift")).fetchall()
+        except psycopg.errors.LockNotAvailable:
+            log.debug("drift refresh skipped: training_data is locked")
+            return
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise  # the connection: reconnect
         except psycopg.Error as exc:
             log.error("drift monitor refresh failed: %s", one_line(exc))
             return
-        for model, new_rows, score, accuracy, reported in rows:
+        for model, window_rows, score, accuracy, reported in rows:
             if reported:
-                log.info("drift monitor: model %s, %d new rows, drift %.3f, accuracy %s",
-                         model, new_rows, score if score is not None else float("nan"),
+                log.info("drift monitor: model %s, %d recent rows, drift %.3f, accuracy %s",
+                         model, window_rows, score if score is not None else float("nan"),
                          f"{accuracy:.4f}" if accuracy is not None else "-")
-        self._warn_about_long_writers(conn)
-
-    def _warn_about_long_writers(self, conn: psycopg.Connection) -> None:
-        """A transaction that keeps writing training_data holds the drift
-        count of every row that arrived after it began: say so, now and then."""
-        now = time.monotonic()
-        if now < self._next_writer_warning:
-            return
-        self._next_writer_warning = now + WRITER_WARNING_EVERY
-        row = conn.execute(query("long_drift_writer"),
-                           {"older_than": f"{WRITER_WARNING_EVERY} seconds"}).fetchone()
-        if row is not None:
-            pid, gid, since, waiting = row
-            who = (f"prepared transaction {gid!r}" if gid is not None
-                   else f"the transaction of pid {pid}" if pid is not None
-                   else "a transaction")
-            log.warning("drift monitor: about %d rows wait to be counted until %s, writing "
-                        "training_data since %s, ends", waiting, who,
-                        since.isoformat(timespec="seconds"))
 
     def drain(self) -> None:
         """Run due events until none is left (or the worker is stopping)."""

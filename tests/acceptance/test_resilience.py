@@ -185,11 +185,11 @@ def test_sigterm_while_running_and_waiting_on_the_database_hands_the_event_back(
     by a lock this test takes on training_data; in production a big load)."""
     model = "locked"
     insert_labelled(conn, model, 200, seed=9)
-    worker = start_worker()
+    event_id = request_retrain(conn, model)
 
     with psycopg.connect(db_url) as blocker:  # a transaction, until commit
         blocker.execute("LOCK TABLE training_data IN ACCESS EXCLUSIVE MODE")
-        event_id = request_retrain(conn, model)
+        worker = start_worker()
         wait_running(conn, event_id, [worker])
         wait_until_blocked(conn, timeout=20)
 
@@ -208,18 +208,17 @@ def test_sigterm_while_running_and_waiting_on_the_database_hands_the_event_back(
 
 def test_a_worker_claims_due_events_while_training_data_is_locked(conn, db_url, start_worker):
     """A lock on training_data (an ALTER TABLE, a TRUNCATE in an open
-    transaction) holds up what reads it: the drift refresh skips it, the
-    writer warning does not read it, and the schedule check skips the
-    never-trained model whose rows it would count. The worker still claims
-    the events that are due, and runs them once the lock goes."""
+    transaction) holds up what reads it: the drift refresh and the schedule
+    check give up their round. The worker still claims the events that are
+    due, and runs them once the lock goes."""
     model = "claimed-while-locked"
     insert_labelled(conn, model, 200, seed=10)
     set_policy(conn, model, schedule_interval="7 days", min_training_rows=50)
+    event_id = request_retrain(conn, model)
     with psycopg.connect(db_url) as blocker:  # a transaction, until commit
         blocker.execute("LOCK TABLE training_data IN ACCESS EXCLUSIVE MODE")
         worker = start_worker()
-        worker.wait_for_log(f"schedule check: model {model} skipped", timeout=30)
-        event_id = request_retrain(conn, model)
+        worker.wait_for_log("schedule check skipped", timeout=30)
         wait_running(conn, event_id, [worker], timeout=30)
         blocker.commit()
     wait_event(conn, event_id, statuses=("succeeded",), timeout=120, workers=[worker])
@@ -266,12 +265,13 @@ def test_a_stalled_worker_that_lost_its_event_leaves_no_trace_in_mlflow(
             == done["model_version"], "the champion alias is not on the event's version")
 
 
-def test_sigterm_while_recording_an_outcome_waits_for_a_writer_stops_the_worker(
+def test_sigterm_while_recording_an_outcome_that_waits_stops_the_worker(
         conn, db_url, start_worker):
-    """The outcome of a model with a drift baseline waits for the model's lock,
-    which an open ETL transaction holds: SIGTERM still stops the worker at
-    once, and the event is left to be taken over, not lost."""
-    from tests.helpers import insert_scored
+    """Storing the new drift baseline waits while another transaction holds
+    the model's baseline row (a drift refresh of it, here one left open):
+    SIGTERM still stops the worker at once, and the event is left to be
+    taken over, not lost."""
+    from tests.helpers import wait_until_blocked
 
     conn.execute("UPDATE retrain_policies SET schedule_interval = NULL")
     model = "waiting"
@@ -280,24 +280,16 @@ def test_sigterm_while_recording_an_outcome_waits_for_a_writer_stops_the_worker(
     first = request_retrain(conn, model)
     assert wait_event(conn, first, workers=[worker])["status"] == "succeeded"  # a baseline now
 
-    # The next retrain is due in a few seconds (requesting it takes the
-    # model's lock too); meanwhile an ETL transaction takes that lock.
-    second = request_retrain(conn, model)
-    conn.execute("UPDATE retrain_events SET run_after = now() + interval '3 seconds' "
-                 "WHERE id = %s", (second,))
-    with psycopg.connect(db_url) as etl:
-        insert_scored(etl, model, [True])  # holds the model's lock to its commit
-        wait_for(lambda: conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        ).fetchone()[0] > 0, 60, "the outcome to wait for the model's lock",
-            on_timeout=worker.log)
+    with psycopg.connect(db_url) as refresh:
+        refresh.execute("SELECT FROM drift_baselines WHERE model_name = %s FOR UPDATE",
+                        (model,))
+        second = request_retrain(conn, model)
+        wait_until_blocked(conn, timeout=60)
         started = time.monotonic()
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.wait_exit(30) == 0, worker.log()
-        assert time.monotonic() - started < 25  # not held until the writer commits
+        assert time.monotonic() - started < 25  # not held until the other commits
         assert "Traceback" not in worker.log()
-        etl.commit()
+        refresh.commit()
     row = event(conn, second)
     assert row["status"] in ("running", "pending"), row
-    assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND NOT granted").fetchone()[0] == 0

@@ -98,7 +98,8 @@ def _a_running_event_with_a_drift_baseline(conn, work, seed: int):
     event = claiming.claim(work, "w1", STALE)
     outcome = {"baseline": drift.baseline(rows, infer_kinds(frame_from_features(rows))),
                "baseline_rows": len(rows), "mlflow_run_id": "run", "model_version": "2",
-               "accuracy": 0.9, "champion_accuracy": None, "promoted": True, "rows_used": 200}
+               "accuracy": 0.9, "champion_accuracy": None, "promoted": True, "rows_used": 200,
+               "holdout_rows": 40, "training_window": 160, "trained_through_id": 200}
     return event, outcome
 
 
@@ -120,53 +121,43 @@ def _finish_in_background(work, event, outcome):
     return finishing, failures
 
 
-def test_recording_a_success_waits_for_a_writer_without_blocking_its_heartbeat_or_a_truncate(
-        conn, work, db_url):
-    # The model has a drift baseline, so storing the new one reports against
-    # the old first, which needs the model's lock; an ETL transaction holds
-    # it (it brought a wrong prediction) and then truncates training_data.
-    from tests.helpers import insert_scored, wait_until_blocked
+def test_recording_a_success_does_not_wait_for_an_open_writer_of_the_model(conn, work, db_url):
+    # An ETL transaction brought a wrong prediction and holds the model's
+    # lock to its commit: the outcome takes no lock a writer holds.
+    from tests.helpers import insert_scored
 
     event, outcome = _a_running_event_with_a_drift_baseline(conn, work, seed=3)
-    with psycopg.connect(db_url) as etl, connect(db_url, autocommit=True) as beats:
-        insert_scored(etl, "m", [True])  # holds the model's lock to its commit
-        finishing, failures = _finish_in_background(work, event, outcome)
-        try:
-            wait_until_blocked(conn)
-            beats.execute("SET lock_timeout = '5s'")
-            assert claiming.beat(beats, event, "w1")
-            etl.execute("SET lock_timeout = '5s'")
-            etl.execute("TRUNCATE training_data")
-            etl.commit()
-        finally:
-            finishing.join(timeout=30)
-        assert not finishing.is_alive()
-    assert failures == []
+    with psycopg.connect(db_url) as etl:
+        insert_scored(etl, "m", [True])
+        work.execute("SET lock_timeout = '2s'")
+        claiming.finish_succeeded(work, event, "w1", outcome)
+        etl.commit()
     [done] = events(conn, "m", "succeeded")
     assert done["id"] == event.id
+    assert done["trained_through_id"] == outcome["trained_through_id"]
 
 
-def test_recording_a_success_does_not_deadlock_with_a_writer_that_truncates_first(
-        conn, work, db_url):
-    # The opposite order: an ETL transaction truncates training_data, then
-    # writes a wrong prediction (the model's lock), while the worker records
-    # a success that needs both.
-    import time
-
+def test_recording_a_success_and_a_truncating_writer_do_not_deadlock(conn, work, db_url):
+    # An ETL transaction truncates training_data (its trigger restarts the
+    # baselines' windows), then writes wrong predictions (the model's lock),
+    # while the worker records a success that replaces the baseline.
     from tests.helpers import insert_scored
 
     event, outcome = _a_running_event_with_a_drift_baseline(conn, work, seed=4)
     with psycopg.connect(db_url) as etl:
         etl.execute("TRUNCATE training_data")
         finishing, failures = _finish_in_background(work, event, outcome)
-        try:
-            time.sleep(0.5)  # the outcome gets as far as it can
-            etl.execute("SET lock_timeout = '5s'")
-            insert_scored(etl, "m", [True] * 60)
-            etl.commit()
-        finally:
-            finishing.join(timeout=30)
+        etl.execute("SET lock_timeout = '5s'")
+        insert_scored(etl, "m", [True] * 60)
+        etl.commit()
+        finishing.join(timeout=30)
         assert not finishing.is_alive()
     assert failures == []
     [done] = events(conn, "m", "succeeded")
     assert done["id"] == event.id
+    assert ds_baseline_after(conn, "m") == outcome["trained_through_id"]
+
+
+def ds_baseline_after(conn, model):
+    return conn.execute("SELECT after_row_id FROM drift_baselines WHERE model_name = %s",
+                        (model,)).fetchone()[0]

@@ -2,19 +2,17 @@
 
 Baselines are stored the way the worker stores them (worker/claiming.py):
 worker.drift.baseline(rows, kinds), then store_drift_baseline(...) with the
-features as JSON. The recent counts are checked against a recount from
+features as JSON. The window's counts are checked against a recount from
 scratch in Python (tests/drift_support.py), never against the SQL itself.
 """
 
 from __future__ import annotations
 
-import math
-
 import psycopg
 import pytest
 
 from tests import drift_support as ds
-from tests.helpers import copy_rows, events, insert_row, run_concurrently, set_policy
+from tests.helpers import copy_rows, events, insert_row, run_concurrently
 
 M = "m"
 
@@ -39,7 +37,7 @@ def test_same_distribution_reports_low_psi_everywhere(conn):
     copy_rows(conn, ds.scored(ds.feature_rows(1000, seed=2), M, wrong_share=0.0))
 
     result = ds.refresh(conn)[M]
-    assert result["new_rows"] == 1000
+    assert result["window_rows"] == 1000
     assert result["reported"] is True
     assert result["drift_score"] < 0.1
     assert result["accuracy"] == 1.0
@@ -120,8 +118,23 @@ def test_boolean_feature_share_change_is_detected(conn):
     assert drift["x"]["psi"] < 0.1
 
 
+def test_a_late_shift_shows_at_full_strength_however_long_ago_the_baseline_was(conn):
+    # The case that a monitor counting every row since the baseline got
+    # wrong (drift 0.17): 8,000 quiet rows, then 1,200 shifted by 2.5 sd.
+    _baseline_model(conn, n=5000)
+    copy_rows(conn, ds.unscored(ds.feature_rows(8000, seed=6), M))
+    quiet = ds.refresh(conn)[M]
+    assert quiet["drift_score"] < 0.1
+    copy_rows(conn, ds.unscored(ds.feature_rows(1200, seed=7, x_mean=2.5), M))
+
+    result = ds.refresh(conn)[M]
+    assert result["window_rows"] == 1000
+    assert result["drift_score"] > 0.25
+    ds.assert_recount(conn, M)
+
+
 # ---------------------------------------------------------------------------
-# Exact incremental counts
+# The window: exact counts, late commits, labels
 # ---------------------------------------------------------------------------
 
 
@@ -154,89 +167,66 @@ def _messy_rows(conn, model: str, n: int, seed: int) -> list[dict]:
     return rows
 
 
-def test_incremental_counts_equal_a_full_recount(conn):
+def test_the_window_counts_equal_a_recount_after_every_refresh(conn):
     for model, seed in (("m1", 1), ("m2", 2)):
-        _baseline_model(conn, model, n=1000, seed=seed)
-    total_new = {"m1": 0, "m2": 0}
+        _baseline_model(conn, model, n=1000, seed=seed, drift_window=300)
 
-    def check(result):
+    def check(expected_rows):
         for model in ("m1", "m2"):
-            total_new[model] += result.get(model, {}).get("new_rows", 0)
             ds.assert_recount(conn, model)
-            assert ds.baseline_row(conn, model)["recent_rows"] == total_new[model]
-        assert ds.uncounted(conn) == 0
+            assert ds.baseline_row(conn, model)["recent_rows"] == expected_rows[model]
 
-    # 1. COPY of one model.
+    # 1. A COPY of one model.
     copy_rows(conn, ds.unscored(_messy_rows(conn, "m1", 200, seed=10), "m1"))
-    check(ds.refresh(conn))
+    assert ds.refresh(conn)["m1"]["window_rows"] == 200
+    check({"m1": 200, "m2": 0})
 
     # 2. A multi-row INSERT whose rows alternate between the two models (their
-    #    ids interleave), then single INSERTs, then one refresh for both.
-    mixed = _messy_rows(conn, "m1", 40, seed=11)
+    #    ids interleave), then single INSERTs: m1's window fills and slides.
+    mixed = _messy_rows(conn, "m1", 240, seed=11)
     ds.insert_values(conn, [("m1" if i % 2 else "m2", f, None, None, None)
                             for i, f in enumerate(mixed)])
     for f in _messy_rows(conn, "m2", 10, seed=12):
         insert_row(conn, "m2", features=f)
-    check(ds.refresh(conn))
+    result = ds.refresh(conn)
+    assert (result["m1"]["window_rows"], result["m2"]["window_rows"]) == (300, 130)
+    check({"m1": 300, "m2": 130})
 
-    # 3. COPY of both models interleaved in runs of 3, a refresh of m1 only,
-    #    more rows, then a refresh of everything.
-    rows = _messy_rows(conn, "m2", 120, seed=13)
+    # 3. A refresh of one model leaves the other as it was.
     copy_rows(conn, [("m1" if (i // 3) % 2 else "m2", f, None, None, None)
-                     for i, f in enumerate(rows)])
-    # A refresh counts every model's new rows, and reports the one asked for.
-    only_m1 = ds.refresh(conn, "m1")
-    assert set(only_m1) == {"m1"}
-    assert only_m1["m1"]["new_rows"] == 60
-    total_new["m1"] += 60
-    total_new["m2"] += 60
-    for model in ("m1", "m2"):
-        ds.assert_recount(conn, model)
-    ds.insert_values(conn, ds.unscored(_messy_rows(conn, "m1", 50, seed=14), "m1"))
-    check(ds.refresh(conn))
+                     for i, f in enumerate(_messy_rows(conn, "m2", 120, seed=13))])
+    assert set(ds.refresh(conn, "m1")) == {"m1"}
+    assert ds.baseline_row(conn, "m2")["recent_rows"] == 130
+    ds.refresh(conn)
+    check({"m1": 300, "m2": 190})
 
-    # 4. A refresh with nothing new changes nothing and returns no row.
+    # 4. Nothing new: no row, nothing changes.
     assert ds.refresh(conn) == {}
-    check({})
+    check({"m1": 300, "m2": 190})
 
-    # 5. Rows of a model without a baseline in the same statements change
-    #    nothing for the others.
-    copy_rows(conn, [(("m1", "m2", "nobase")[i % 3], f, None, None, None)
-                     for i, f in enumerate(_messy_rows(conn, "m1", 30, seed=15))])
-    check(ds.refresh(conn))
-    assert total_new == {"m1": 200 + 20 + 60 + 50 + 10, "m2": 20 + 10 + 60 + 10}
+    # 5. Rows of a model without a baseline change nothing for the others.
+    copy_rows(conn, [("nobase", f, None, None, None) for f in ds.feature_rows(30, seed=15)])
+    assert ds.refresh(conn) == {}
 
 
-def test_rows_committed_out_of_order_are_counted_exactly_once(conn, db_url):
-    _baseline_model(conn)
-    first_rows = ds.feature_rows(20, seed=19)
-    ds.insert_values(conn, ds.unscored(first_rows, M))
-    assert ds.refresh(conn)[M]["new_rows"] == 20
-    late = psycopg.connect(db_url)  # not autocommit: one open transaction
-    try:
+def test_a_row_that_commits_late_is_in_the_window_once_visible(conn, db_url):
+    _baseline_model(conn, drift_window=120)
+    ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=19), M))
+    assert ds.refresh(conn)[M]["window_rows"] == 20
+    with psycopg.connect(db_url) as late:  # one open transaction
         late_ids = ds.insert_values(late, ds.unscored(ds.feature_rows(50, seed=20), M))
-        late_ids += [insert_row(late, M, features=f) for f in ds.feature_rows(5, seed=21)]
-
-        early_ids = ds.insert_values(conn, ds.unscored(ds.feature_rows(100, seed=22), M))
+        early_ids = ds.insert_values(conn, ds.unscored(ds.feature_rows(60, seed=22), M))
         assert max(late_ids) < min(early_ids)
-        # The open writer holds the count back: the rows after its first id
-        # are counted once it has finished, with its own.
-        assert M not in ds.refresh(conn)
-        ds.assert_recount(conn, M, rows=first_rows)
-        assert ds.uncounted(conn, M) == 100
-        writer = conn.execute("SELECT pid, seen_since <= now() FROM drift_writers").fetchall()
-        assert writer == [(late.info.backend_pid, True)]
-
+        # Not visible yet: the window holds what is.
+        assert ds.refresh(conn)[M]["window_rows"] == 80
+        ds.assert_recount(conn, M)
         late.commit()
-    finally:
-        late.close()
-
-    second = ds.refresh(conn)[M]
-    assert second["new_rows"] == 155
+    # Visible now, and among the newest 120: 10 of the first rows slid out.
+    assert ds.refresh(conn)[M]["window_rows"] == 120
+    window_ids = [r[0] for r in ds.recent_window(conn, M)]
+    assert set(late_ids) <= set(window_ids)
     ds.assert_recount(conn, M)
-    assert ds.baseline_row(conn, M)["recent_rows"] == 175
     assert ds.refresh(conn) == {}
-    ds.assert_recount(conn, M)
 
 
 def test_rolled_back_rows_are_not_counted(conn, db_url):
@@ -245,25 +235,23 @@ def test_rolled_back_rows_are_not_counted(conn, db_url):
         ds.insert_values(other, ds.unscored(ds.feature_rows(30, seed=23), M))
         other.rollback()
     copy_rows(conn, ds.unscored(ds.feature_rows(20, seed=24), M))
-    assert ds.refresh(conn)[M]["new_rows"] == 20
+    assert ds.refresh(conn)[M]["window_rows"] == 20
     ds.assert_recount(conn, M)
 
 
-def test_late_labels_change_the_monitor_accuracy_exactly(conn):
+def test_labels_that_arrive_later_change_the_monitor_accuracy(conn):
     _baseline_model(conn, drift_min_rows=100)
-    # A labelled row from before the baseline: its label changes must not count.
+    # A labelled row from before the baseline: its label must not count.
     old_id = conn.execute("SELECT min(id) FROM training_data WHERE model_name = %s",
                           (M,)).fetchone()[0]
     ds.insert_values(conn, ds.scored(ds.feature_rows(300, seed=30), M, label=False))
 
     first = ds.refresh(conn)[M]
-    assert first["new_rows"] == 300 and first["accuracy"] is None
+    assert first["window_rows"] == 300 and first["accuracy"] is None
     [(_, _, accuracy, _)] = ds.monitor_rows(conn, M)
     assert accuracy is None
-    base = ds.baseline_row(conn, M)
-    assert (base["labelled_rows"], base["correct_rows"]) == (0, 0)
 
-    ids = [r[0] for r in ds.rows_since_baseline(conn, M)]
+    ids = [r[0] for r in ds.recent_window(conn, M)]
     # 200 labels arrive in one UPDATE: 150 equal the prediction, 50 do not.
     conn.execute(
         "UPDATE training_data SET label = CASE WHEN id = ANY(%s) THEN prediction "
@@ -272,15 +260,16 @@ def test_late_labels_change_the_monitor_accuracy_exactly(conn):
     conn.execute("UPDATE training_data SET label = 'yes' WHERE id = %s", (old_id,))
 
     def check():
-        result = ds.refresh(conn).get(M)
-        labelled, correct = ds.expected_accuracy(ds.rows_since_baseline(conn, M))
+        result = ds.refresh(conn)[M]
+        labelled, correct = ds.expected_accuracy(ds.recent_window(conn, M))
         base = ds.baseline_row(conn, M)
         assert (base["labelled_rows"], base["correct_rows"]) == (labelled, correct)
+        assert result["reported"] is True
+        assert ds.monitor_rows(conn, M)[-1][2] == pytest.approx(correct / labelled)
         return result, labelled, correct
 
     result, labelled, correct = check()
     assert (labelled, correct) == (200, 150)
-    assert result["new_rows"] == 0
     assert result["accuracy"] == pytest.approx(0.75)
 
     # Corrections: 20 right labels become wrong, 10 labels are withdrawn, a
@@ -292,537 +281,133 @@ def test_late_labels_change_the_monitor_accuracy_exactly(conn):
         conn.execute("UPDATE training_data SET label = prediction WHERE id = %s", (i,))
     result, labelled, correct = check()
     assert (labelled, correct) == (195, 136)
-    assert result["accuracy"] == pytest.approx(136 / 195)
-
-    # The next refresh that sees new rows reports that accuracy.
-    insert_row(conn, M, features=ds.feature_rows(1, seed=31)[0])
-    result, labelled, correct = check()
-    assert result["reported"] is True
-    assert ds.monitor_rows(conn, M)[-1][2] == pytest.approx(136 / 195)
-
-
-def test_late_label_of_a_row_committed_after_the_baseline_counts(conn, db_url):
-    rows = ds.feature_rows(1000, seed=1)
-    copy_rows(conn, ds.unscored(rows, M))
-    ds.quiet_policy(conn, M, drift_min_rows=10)
-
-    late = psycopg.connect(db_url)  # a slow ETL transaction, open across the baseline
-    try:
-        late_ids = ds.insert_values(late, ds.scored(ds.feature_rows(40, seed=40), M, label=False))
-        other = ds.feature_rows(10, seed=41)
-        other_ids = ds.insert_values(conn, ds.unscored(other, M))
-        assert max(late_ids) < min(other_ids)
-        # The worker's baseline describes the rows it could read: not the late ones.
-        ds.store_baseline(conn, M, rows + other)
-        late.commit()
-    finally:
-        late.close()
-
-    first = ds.refresh(conn)[M]
-    assert first["new_rows"] == 40           # the late rows are "since the baseline"
-    late_rows = conn.execute(
-        "SELECT id, features, label, prediction FROM training_data WHERE id = ANY(%s)",
-        (late_ids,)).fetchall()
-    ds.assert_recount(conn, M, rows=[r[1] for r in late_rows])
-
-    # Their labels arrive: 30 right, 10 wrong.
-    conn.execute(
-        "UPDATE training_data SET label = CASE WHEN id = ANY(%s) THEN prediction "
-        "ELSE 'wrong' END WHERE id = ANY(%s)", (late_ids[:30], late_ids))
-    result = ds.refresh(conn).get(M)
-    base = ds.baseline_row(conn, M)
-    assert (base["labelled_rows"], base["correct_rows"]) == (40, 30)
-    assert result is not None and result["accuracy"] == pytest.approx(0.75)
+    assert len(ds.monitor_rows(conn, M)) == 3
 
 
 # ---------------------------------------------------------------------------
-# No baseline, drift_min_rows
+# Reports
 # ---------------------------------------------------------------------------
 
 
-def test_model_without_baseline_reports_nothing_and_keeps_nothing(conn):
-    set_policy(conn, "nobase", schedule_interval=None, drift_min_rows=1)
-    copy_rows(conn, ds.scored(ds.feature_rows(300, seed=50), "nobase", wrong_share=0.5))
-    row = insert_row(conn, "nobase", features={"x": 1.0}, prediction="a")
-    conn.execute("UPDATE training_data SET label = 'a' WHERE id = %s", (row,))
-    assert ds.uncounted(conn, "nobase") > 0
-
-    assert "nobase" not in ds.refresh(conn)
-    assert ds.uncounted(conn, "nobase") == 0
-    assert ds.monitor_rows(conn, "nobase") == []
-    assert ds.feature_drift(conn, "nobase") == {}
-
-    # Same with a refresh of that model only.
-    insert_row(conn, "nobase", features={"x": 2.0})
-    assert ds.refresh(conn, "nobase") == {}
-    assert ds.uncounted(conn, "nobase") == 0
-    assert ds.monitor_rows(conn, "nobase") == []
+def test_model_without_baseline_reports_nothing(conn):
+    ds.quiet_policy(conn, M)
+    copy_rows(conn, ds.unscored(ds.feature_rows(500, seed=50), M))
+    assert ds.refresh(conn) == {}
+    assert ds.monitor_rows(conn, M) == []
 
 
 def test_monitor_waits_for_drift_min_rows_then_reports_each_refresh_with_new_rows(conn):
     _baseline_model(conn, drift_min_rows=100)
-    copy_rows(conn, ds.unscored(ds.feature_rows(60, seed=60), M))
-    first = ds.refresh(conn)[M]
-    assert first["new_rows"] == 60 and first["reported"] is False
-    assert ds.monitor_rows(conn, M) == []
-
-    copy_rows(conn, ds.unscored(ds.feature_rows(39, seed=61), M))
-    assert ds.refresh(conn)[M]["reported"] is False     # 99 rows
-    assert ds.monitor_rows(conn, M) == []
-
-    insert_row(conn, M, features=ds.feature_rows(1, seed=62)[0])
-    third = ds.refresh(conn)[M]                           # 100 rows
-    assert third["reported"] is True
-    assert len(ds.monitor_rows(conn, M)) == 1
-
-    assert ds.refresh(conn) == {}                         # nothing new: no row
-    assert len(ds.monitor_rows(conn, M)) == 1
-
-    insert_row(conn, M, features=ds.feature_rows(1, seed=63)[0])
+    copy_rows(conn, ds.unscored(ds.feature_rows(60, seed=51), M))
+    assert ds.refresh(conn)[M]["reported"] is False
+    copy_rows(conn, ds.unscored(ds.feature_rows(60, seed=52), M))
     assert ds.refresh(conn)[M]["reported"] is True
-    monitor = ds.monitor_rows(conn, M)
-    assert len(monitor) == 2
-    assert all(version == "1" and score is not None for _, version, _, score in monitor)
+    assert ds.refresh(conn) == {}
+    insert_row(conn, M, features=ds.feature_rows(1, seed=53)[0])
+    assert ds.refresh(conn)[M]["reported"] is True
+    assert len(ds.monitor_rows(conn, M)) == 2
 
 
-def test_a_new_baseline_restarts_the_counts(conn):
-    _baseline_model(conn, drift_min_rows=50)
-    copy_rows(conn, ds.unscored(ds.feature_rows(100, seed=70, x_mean=2.0), M))
-    copy_rows(conn, ds.scored(ds.feature_rows(100, seed=71, x_mean=2.0), M, wrong_share=0.5))
+def test_a_new_baseline_restarts_the_window(conn):
+    rows = _baseline_model(conn)
+    shifted = ds.feature_rows(500, seed=54, x_mean=3.0)
+    copy_rows(conn, ds.unscored(shifted, M))
     assert ds.refresh(conn)[M]["drift_score"] > 0.25
-
-    # Retrained on where the inputs are now: shifted rows are no drift.
-    ds.store_baseline(conn, M, ds.feature_rows(1000, seed=72, x_mean=2.0), version="2")
-    base = ds.baseline_row(conn, M)
-    assert (base["recent_rows"], base["labelled_rows"], base["correct_rows"]) == (0, 0, 0)
-    assert base["model_version"] == "2"
-    copy_rows(conn, ds.unscored(ds.feature_rows(300, seed=73, x_mean=2.0), M))
+    ds.store_baseline(conn, M, shifted, version="2")
+    assert ds.baseline_row(conn, M)["recent_rows"] == 0
+    copy_rows(conn, ds.unscored(ds.feature_rows(300, seed=55, x_mean=3.0), M))
     result = ds.refresh(conn)[M]
-    assert result["new_rows"] == 300
-    assert result["drift_score"] < 0.1
+    assert result["window_rows"] == 300 and result["drift_score"] < 0.25
     assert ds.monitor_rows(conn, M)[-1][1] == "2"
-    ds.assert_recount(conn, M)
+    assert rows  # the first baseline's rows stay in training_data
 
 
-# ---------------------------------------------------------------------------
-# Features that appear or disappear; messy values
-# ---------------------------------------------------------------------------
-
-
-def test_unseen_feature_is_reported_unscored_and_missing_feature_drifts(conn):
-    _baseline_model(conn, drift_min_rows=10)
-    new = ds.feature_rows(300, seed=80, drop=("n",), extra={"z": "new"})
-    for i, row in enumerate(new):
-        if i % 10 == 0:
-            row["w"] = None   # another new key, always null
-    copy_rows(conn, ds.unscored(new, M))
-
-    result = ds.refresh(conn)[M]
-    drift = ds.feature_drift(conn, M)
-    assert drift["z"]["kind"] == "unseen" and drift["z"]["psi"] is None
-    assert drift["w"]["kind"] == "unseen" and drift["w"]["psi"] is None
-    assert drift["z"]["recent_rows"] == 300
-    assert drift["n"]["psi"] > 1.0                       # all in the missing bin
-    missing = [b for b in drift["n"]["bins"] if b["bin"] == -1][0]
-    assert missing["recent_share"] == 1.0 and missing["baseline_share"] == 0.0
-    assert result["drift_score"] == pytest.approx(drift["n"]["psi"])
-    assert math.isfinite(result["drift_score"])
-    for feature in ("x", "color", "flag"):
-        assert drift[feature]["psi"] < 0.1
-
-    # More rows with the new key: counted on, still unscored, no error.
-    copy_rows(conn, ds.unscored(ds.feature_rows(100, seed=81, extra={"z": 1}), M))
-    ds.refresh(conn)
-    drift = ds.feature_drift(conn, M)
-    assert drift["z"]["kind"] == "unseen" and drift["z"]["psi"] is None
-    present = conn.execute(
-        "SELECT recent_count FROM drift_bins WHERE model_name = %s AND feature = 'z'",
-        (M,)).fetchall()
-    assert present == [(400,)]
-    ds.assert_recount(conn, M)
-
-
-def test_a_categorical_feature_that_disappears_drifts(conn):
+def test_a_missing_feature_drifts_and_a_new_one_is_ignored(conn):
     _baseline_model(conn)
-    copy_rows(conn, ds.unscored(ds.feature_rows(500, seed=82, drop=("color",)), M))
+    copy_rows(conn, ds.unscored(ds.feature_rows(500, seed=56, drop=("color",),
+                                                 extra={"new": 1}), M))
     ds.refresh(conn)
-    assert ds.feature_drift(conn, M)["color"]["psi"] > 1.0
+    drift = ds.feature_drift(conn, M)
+    assert set(drift) == {"x", "n", "color", "flag"}
+    assert drift["color"]["psi"] > 1.0   # every value landed in "missing"
+    assert drift["x"]["psi"] < 0.1
 
 
 def test_a_number_outside_double_precision_does_not_break_the_refresh(conn):
     _baseline_model(conn)
     conn.execute("INSERT INTO training_data (model_name, features) VALUES "
-                 "(%s, '{\"x\": 1e400, \"n\": -1e-400, \"color\": \"red\", \"flag\": true}')",
-                 (M,))
-    copy_rows(conn, ds.unscored(ds.feature_rows(10, seed=83), M))
-    result = ds.refresh(conn)[M]
-    assert result["new_rows"] == 11
-    assert ds.uncounted(conn, M) == 0
-    # Such numbers fall in the outermost bins (1e-400 is 0); each row is
-    # counted once per feature, every bin exactly.
-    per_feature = dict(conn.execute(
-        "SELECT feature, sum(recent_count) FROM drift_bins WHERE model_name = %s "
-        "GROUP BY feature", (M,)).fetchall())
-    assert per_feature == {"x": 11, "n": 11, "color": 11, "flag": 11}
-    expected = ds.expected_counts(conn, M, [r[1] for r in ds.rows_since_baseline(conn, M)])
-    stored = ds.stored_counts(conn, M)
-    for (feature, bin_), count in stored.items():
-        assert count == expected.get((feature, bin_), 0), (feature, bin_)
-    top_bin = max(b for (f, b) in stored if f == "x")
-    assert stored[("x", top_bin)] >= 1
-
-
-# ---------------------------------------------------------------------------
-# Concurrency and cost
-# ---------------------------------------------------------------------------
-
-
-def test_concurrent_refreshes_and_inserts_count_every_row_once(conn, db_url):
-    for model, seed in (("m1", 1), ("m2", 2)):
-        _baseline_model(conn, model, n=1000, seed=seed, drift_min_rows=20)
-    # Rows waiting before anyone refreshes: many inbox entries.
-    for i in range(20):
-        copy_rows(conn, ds.scored(ds.feature_rows(10, seed=100 + i, x_mean=1.5),
-                                  ("m1", "m2")[i % 2], wrong_share=0.2))
-    threads, rounds, batch = 4, 6, 16
-
-    def work(c, i):
-        seen = {"m1": 0, "m2": 0}
-        for r in range(rounds):
-            features = ds.feature_rows(batch, seed=1000 * i + r, x_mean=1.5)
-            rows = ds.scored(features, "m1", wrong_share=0.2)
-            # Both models in one statement, ids interleaved.
-            rows = [(("m1", "m2")[j % 2], *row[1:]) for j, row in enumerate(rows)]
-            if r % 2:
-                copy_rows(c, rows)
-            else:
-                ds.insert_values(c, rows)
-            for model, result in ds.refresh(c).items():
-                seen[model] += result["new_rows"]
-        return seen
-
-    def refresh_only(c, i):
-        return {model: r["new_rows"] for model, r in ds.refresh(c).items()}
-
-    # First: several connections refresh the waiting rows at once.
-    first = run_concurrently(db_url, threads, refresh_only)
-    assert sum(r.get("m1", 0) for r in first) == 100
-    assert sum(r.get("m2", 0) for r in first) == 100
-    for model in ("m1", "m2"):
-        ds.assert_recount(conn, model)
-    # Then: inserts and refreshes interleave on every connection.
-    results = run_concurrently(db_url, threads, work)
-    final = ds.refresh(conn)
-    per_model = threads * rounds * batch // 2
-    for model in ("m1", "m2"):
-        seen = sum(r[model] for r in results) + final.get(model, {}).get("new_rows", 0)
-        assert seen == per_model, (model, seen)
-        ds.assert_recount(conn, model)
-        assert ds.baseline_row(conn, model)["recent_rows"] == 100 + per_model
-        labelled, correct = ds.expected_accuracy(ds.rows_since_baseline(conn, model))
-        base = ds.baseline_row(conn, model)
-        assert (base["labelled_rows"], base["correct_rows"]) == (labelled, correct)
-    assert ds.uncounted(conn) == 0
-
-
-def _table_reads(conn) -> tuple[int, int]:
-    """(sequential scans, tuples read) on training_data in this transaction."""
-    seq_scan, seq_read, idx_fetch = conn.execute(
-        "SELECT seq_scan, seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables "
-        "WHERE relname = 'training_data'").fetchone()
-    return seq_scan, seq_read + idx_fetch
-
-
-@pytest.mark.parametrize("older_rows", [10_000, 200_000])
-def test_refresh_work_follows_the_new_rows_not_the_table(conn, older_rows):
-    # The table's older rows: the model's own from before the baseline, and
-    # another model's.
-    conn.execute(
-        "INSERT INTO training_data (model_name, features, label) "
-        "SELECT CASE WHEN g %% 2 = 0 THEN %s ELSE 'other' END, "
-        "       jsonb_build_object('x', random(), 'n', g %% 6, 'color', 'red', 'flag', g %% 3 = 0), "
-        "       CASE WHEN g %% 4 = 0 THEN 'yes' END "
-        "FROM generate_series(1, %s) AS g", (M, older_rows))
-    _baseline_model(conn, n=1000)
-    ds.refresh(conn)        # counts past the older rows
-    conn.execute("ANALYZE training_data")
-    # What this backend read so far reaches the statistics before the
-    # measured transaction (pg_stat_xact_* also shows counts not yet flushed).
-    conn.execute("SELECT pg_stat_force_next_flush()")
-    new = 500
-    for i in range(5):      # several statements
-        copy_rows(conn, ds.unscored(ds.feature_rows(new // 5, seed=90 + i), M))
-
-    with conn.transaction():
-        result = ds.refresh(conn)
-        seq_scans, tuples_read = _table_reads(conn)
-    assert result[M]["new_rows"] == new
-    assert ds.uncounted(conn) == 0
+                 "(%s, '{\"x\": 1e400, \"n\": -1e400}'), (%s, '{\"x\": 1e-400}')", (M, M))
+    assert ds.refresh(conn)[M]["window_rows"] == 2
     ds.assert_recount(conn, M)
-    # The work done on training_data: the new rows, not the table.
-    assert seq_scans == 0, f"refresh scanned training_data sequentially ({tuples_read} tuples)"
-    assert tuples_read <= 2 * new + 50, tuples_read
-
-
-# ---------------------------------------------------------------------------
-# The counting horizon: what holds it back, and what a refresh never waits for
-# ---------------------------------------------------------------------------
-
-
-def test_a_refresh_does_not_wait_while_training_data_is_locked_exclusively(conn, db_url):
-    _baseline_model(conn)
-    rows = ds.feature_rows(30, seed=60)
-    ds.insert_values(conn, ds.unscored(rows, M))
-    with psycopg.connect(db_url) as ddl:
-        ddl.execute("LOCK TABLE training_data IN ACCESS EXCLUSIVE MODE")
-        conn.execute("SET lock_timeout = '5s'")
-        try:
-            assert ds.refresh(conn) == {}  # nothing counted, and no wait
-        finally:
-            conn.execute("RESET lock_timeout")
-    assert ds.refresh(conn)[M]["new_rows"] == 30
-    ds.assert_recount(conn, M, rows)
 
 
 def test_a_model_whose_lock_is_held_is_reported_by_the_next_refresh(conn, db_url):
-    for model in ("busy", "free"):
-        _baseline_model(conn, model, n=500, drift_min_rows=10)
-        ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=61), model))
+    _baseline_model(conn, drift_min_rows=10)
     with psycopg.connect(db_url) as writer:
-        # A writer of "busy" that fired something holds the model's lock to
-        # its commit; the refresh counts the model's rows but reports later.
-        writer.execute("SELECT retrain_lock_model('busy')")
-        result = ds.refresh(conn)
-        assert result["busy"]["new_rows"] == 20 and result["busy"]["reported"] is False
-        assert result["free"]["reported"] is True
-        assert ds.monitor_rows(conn, "busy") == []
-    again = ds.refresh(conn)
-    assert again["busy"]["new_rows"] == 0 and again["busy"]["reported"] is True
-    assert "free" not in again
-    assert len(ds.monitor_rows(conn, "busy")) == 1
-    assert ds.refresh(conn) == {}
-
-
-def test_rows_after_truncate_restart_identity_are_counted(conn):
-    _baseline_model(conn)
-    ds.refresh(conn)
-    conn.execute("TRUNCATE training_data RESTART IDENTITY")
-    rows = ds.feature_rows(40, seed=62)
-    ids = ds.insert_values(conn, ds.unscored(rows, M))
-    assert min(ids) == 1
-    assert ds.refresh(conn)[M]["new_rows"] == 40
-    ds.assert_recount(conn, M, rows)
-
-
-def test_the_monitor_counts_only_in_read_committed(conn):
-    _baseline_model(conn)
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-    try:
-        with pytest.raises(psycopg.errors.FeatureNotSupported, match="READ COMMITTED"):
-            conn.execute("SELECT * FROM refresh_drift()")
-    finally:
-        conn.execute("ROLLBACK")
-
-
-def test_an_id_sequence_that_caches_values_is_refused_with_the_fix(conn):
-    _baseline_model(conn)
-    conn.execute("ALTER TABLE training_data ALTER COLUMN id SET CACHE 20")
-    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as raised:
-        conn.execute("SELECT * FROM refresh_drift()")
-    fix = raised.value.diag.message_hint
-    assert fix == ("ALTER TABLE training_data ALTER COLUMN id "
-                   "SET CACHE 1 SET INCREMENT BY 1 SET NO CYCLE")
-    conn.execute(fix)
-    ds.refresh(conn)
-
-
-def test_an_id_of_its_own_above_the_sequence_does_not_hide_later_rows(conn):
-    _baseline_model(conn)
-    first = ds.feature_rows(5, seed=63)
-    ds.insert_values(conn, ds.unscored(first, M))
-    ds.refresh(conn)
-    far = conn.execute(
-        "INSERT INTO training_data (id, model_name, features) OVERRIDING SYSTEM VALUE "
-        "VALUES ((SELECT max(id) FROM training_data) + 1000, %s, '{\"x\": 0.5}') RETURNING id",
-        (M,)).fetchone()[0]
-    later = ds.feature_rows(5, seed=64)
-    ids = ds.insert_values(conn, ds.unscored(later, M))
-    assert max(ids) < far
-    ds.refresh(conn)
-    # The sequence's rows below the far id are all counted; the far row waits
-    # until the sequence has passed it.
-    ds.assert_recount(conn, M, first + later)
-
-
-def test_a_truncate_in_progress_neither_stalls_a_refresh_nor_deadlocks(conn, db_url):
-    for model in ("busy", "other"):
-        _baseline_model(conn, model, n=500, drift_min_rows=10)
-        ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=65), model))
-    with psycopg.connect(db_url) as writer:
-        writer.execute("SELECT retrain_lock_model('busy')")
-        assert ds.refresh(conn)["busy"]["reported"] is False  # report deferred
-    with psycopg.connect(db_url) as etl:
-        etl.execute("TRUNCATE training_data")
-        conn.execute("SET lock_timeout = '5s'")
-        try:
-            ds.refresh(conn)  # counts nothing (training_data is locked), waits for nothing
-        finally:
-            conn.execute("RESET lock_timeout")
-        # The reload that follows the truncate goes through, in the same transaction.
-        ds.insert_values(etl, ds.scored(ds.feature_rows(5, seed=66), "busy", wrong_share=1.0))
-        etl.commit()
-    assert ds.refresh(conn)["busy"]["new_rows"] == 5
+        writer.execute("SELECT retrain_lock_model(%s)", (M,))   # as a writer of it would
+        copy_rows(conn, ds.unscored(ds.feature_rows(50, seed=57), M))
+        assert ds.refresh(conn)[M]["reported"] is False
+        assert ds.monitor_rows(conn, M) == []
+    assert ds.refresh(conn)[M]["reported"] is True
+    assert len(ds.monitor_rows(conn, M)) == 1
 
 
 def test_one_models_failing_report_does_not_stop_the_others(conn):
     for model in ("a", "b"):
         _baseline_model(conn, model, n=500, drift_min_rows=10)
     conn.execute("""
-        CREATE FUNCTION reject_a() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.model_name = 'a' THEN RAISE EXCEPTION 'no metrics for a'; END IF;
-            RETURN NEW;
-        END $$""")
-    conn.execute("CREATE TRIGGER reject_a BEFORE INSERT ON model_metrics "
-                 "FOR EACH ROW EXECUTE FUNCTION reject_a()")
+        CREATE FUNCTION refuse_a() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.model_name = 'a' THEN RAISE EXCEPTION 'no'; END IF; RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER refuse_a BEFORE INSERT ON model_metrics "
+                 "FOR EACH ROW EXECUTE FUNCTION refuse_a()")
     for model in ("a", "b"):
-        ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=67), model))
-    result = ds.refresh(conn)
-    assert result["a"]["reported"] is False and result["b"]["reported"] is True
-    assert result["a"]["new_rows"] == 20
-    ds.assert_recount(conn, "a")
-    conn.execute("DROP TRIGGER reject_a ON model_metrics")
-    assert ds.refresh(conn)["a"]["reported"] is True  # still due, reported now
+        copy_rows(conn, ds.unscored(ds.feature_rows(20, seed=58), model))
+    notices = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    assert set(ds.refresh(conn)) == {"b"}
+    assert any("model a failed" in n for n in notices)
+    conn.execute("DROP TRIGGER refuse_a ON model_metrics")
+    assert ds.refresh(conn)["a"]["reported"] is True
 
 
-def test_a_deferred_report_is_written_before_the_baseline_moves(conn, db_url):
-    rows = _baseline_model(conn, n=500, drift_min_rows=10)
-    ds.insert_values(conn, ds.unscored(ds.feature_rows(50, seed=68, x_mean=3.0), M))
-    with psycopg.connect(db_url) as writer:
-        writer.execute("SELECT retrain_lock_model(%s)", (M,))
-        assert ds.refresh(conn)[M]["reported"] is False
-    # The retrain's new baseline: what was seen against the old one is reported first.
-    ds.store_baseline(conn, M, rows, version="2")
-    [(_, version, _, drift_score)] = ds.monitor_rows(conn, M)
-    assert version == "1" and drift_score > 0.25
+def test_concurrent_refreshes_and_inserts_keep_the_window_exact(conn, db_url):
+    _baseline_model(conn, drift_window=500)
 
+    def work(c, i):
+        for round_ in range(5):
+            if i < 2:
+                copy_rows(c, ds.unscored(ds.feature_rows(40, seed=100 * i + round_), M))
+            else:
+                ds.refresh(c)
 
-def test_many_gaps_above_the_horizon_when_a_baseline_is_stored_count_exactly(conn, db_url):
-    rows = ds.feature_rows(500, seed=69)
-    copy_rows(conn, ds.unscored(rows, M))
-    ds.quiet_policy(conn, M, drift_min_rows=10)
-    with psycopg.connect(db_url) as late:
-        # An open writer holds the horizon; above it, committed rows and the
-        # ids of rolled-back statements alternate: many runs of visible ids.
-        late_ids = ds.insert_values(late, ds.unscored(ds.feature_rows(3, seed=70), M))
-        with psycopg.connect(db_url) as other:
-            for i in range(200):
-                ds.insert_values(other, ds.unscored(ds.feature_rows(1, seed=71 + i), M))
-                other.commit()
-                ds.insert_values(other, ds.unscored(ds.feature_rows(1, seed=71 + i), M))
-                other.rollback()
-        ds.store_baseline(conn, M, rows)
-        runs = conn.execute("SELECT count(*) FROM drift_baselines, unnest(before_ids) "
-                            "WHERE model_name = %s", (M,)).fetchone()[0]
-        assert runs >= 200
-        late.commit()
-    after = ds.feature_rows(30, seed=72)
-    ds.insert_values(conn, ds.unscored(after, M))
+    run_concurrently(db_url, 4, work)
     ds.refresh(conn)
-    late_rows = [r[0] for r in conn.execute(
-        "SELECT features FROM training_data WHERE id = ANY (%s) ORDER BY id", (late_ids,))]
-    ds.assert_recount(conn, M, late_rows + after)
+    ds.assert_recount(conn, M)
+    assert ds.baseline_row(conn, M)["recent_rows"] == 400
 
 
-def test_a_label_that_arrives_while_the_first_baseline_is_stored_counts(conn, db_url):
-    rows = ds.feature_rows(100, seed=73)
-    copy_rows(conn, ds.unscored(rows, M))
-    ds.quiet_policy(conn, M, drift_min_rows=1)
-    ds.refresh(conn)
-    with psycopg.connect(db_url) as writer, psycopg.connect(db_url) as outcome, \
-            psycopg.connect(db_url) as labeller:
-        late = ds.insert_values(writer, ds.scored(ds.feature_rows(1, seed=74), M, label=False))[0]
-        ds.store_baseline(outcome, M, rows)       # the worker's outcome transaction, open
-        writer.commit()                           # a row committed after the baseline
-        labeller.execute("UPDATE training_data SET label = prediction WHERE id = %s", (late,))
-        outcome.commit()                          # the UPDATE saw no baseline
-        ds.refresh(conn)
-        labeller.commit()
-    ds.refresh(conn)
-    base = ds.baseline_row(conn, M)
-    assert (base["recent_rows"], base["labelled_rows"], base["correct_rows"]) == (1, 1, 1)
-
-
-def test_the_writer_holding_the_count_back_is_named(conn, db_url):
-    from worker.queries import query
-
+def test_rows_after_truncate_restart_identity_are_in_the_window(conn):
     _baseline_model(conn)
-    with psycopg.connect(db_url) as writer:
-        ds.insert_values(writer, ds.unscored(ds.feature_rows(3, seed=75), M))
-        ds.insert_values(conn, ds.unscored(ds.feature_rows(7, seed=76), M))
-        ds.refresh(conn)
-        pid, gid, since, waiting = conn.execute(query("long_drift_writer"),
-                                                {"older_than": "0 seconds"}).fetchone()
-        assert (pid, gid, waiting) == (writer.info.backend_pid, None, 10)
-        writer.commit()
-    ds.refresh(conn)
-    assert conn.execute(query("long_drift_writer"), {"older_than": "0 seconds"}).fetchone() is None
+    conn.execute("TRUNCATE training_data RESTART IDENTITY")
+    copy_rows(conn, ds.unscored(ds.feature_rows(30, seed=59), M))
+    assert ds.refresh(conn)[M]["window_rows"] == 30
+    ds.assert_recount(conn, M)
 
 
-def test_storing_a_baseline_that_waits_for_a_writer_holds_up_no_refresh(conn, db_url):
-    import threading
+def test_refresh_work_follows_the_window_not_the_table(conn):
+    # Buffers a refresh of a changed window touches, with 2,000 and with
+    # 40,000 older rows of the model in training_data: about the same.
+    def buffers(older_rows: int) -> int:
+        conn.execute("TRUNCATE training_data RESTART IDENTITY")
+        conn.execute("DELETE FROM drift_baselines")
+        _baseline_model(conn, n=older_rows, drift_window=300)
+        copy_rows(conn, ds.unscored(ds.feature_rows(400, seed=60), M))
+        conn.execute("VACUUM ANALYZE training_data")
+        [[plan]] = conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM refresh_drift()").fetchone()
+        assert ds.baseline_row(conn, M)["recent_rows"] == 300
+        top = plan["Plan"]
+        return top["Shared Hit Blocks"] + top["Shared Read Blocks"]
 
-    from tests.helpers import wait_until_blocked
-
-    rows = _baseline_model(conn, n=500, drift_min_rows=10)
-    ds.insert_values(conn, ds.unscored(ds.feature_rows(50, seed=75, x_mean=3.0), M))
-    with psycopg.connect(db_url) as writer, psycopg.connect(db_url) as outcome:
-        writer.execute("SELECT retrain_lock_model(%s)", (M,))  # an ETL transaction, open
-        assert ds.refresh(conn)[M]["reported"] is False  # the report is due
-        # A worker records the retrain's outcome: it must report first, and
-        # so waits for the writer.
-        stored = threading.Thread(target=ds.store_baseline, args=(outcome, M, rows),
-                                  kwargs={"version": "2"})
-        stored.start()
-        try:
-            wait_until_blocked(conn)
-            # Meanwhile every other worker refreshes before it claims.
-            with psycopg.connect(db_url, autocommit=True) as other:
-                other.execute("SET lock_timeout = '5s'")
-                other.execute("SELECT * FROM refresh_drift()").fetchall()
-        finally:
-            writer.commit()
-            stored.join(timeout=30)
-        assert not stored.is_alive()
-        outcome.commit()
-    [(_, version, _, drift_score)] = ds.monitor_rows(conn, M)
-    assert version == "1" and drift_score > 0.25
-
-
-def test_a_report_a_running_refresh_makes_due_is_written_before_the_baseline_moves(conn,
-                                                                                  db_url):
-    import threading
-
-    from tests.helpers import wait_until_blocked
-
-    rows = _baseline_model(conn, n=500, drift_min_rows=10)
-    ds.refresh(conn)  # nothing due
-    ds.insert_values(conn, ds.unscored(ds.feature_rows(80, seed=76, x_mean=3.0), M))
-    with psycopg.connect(db_url) as writer, psycopg.connect(db_url) as refresher, \
-            psycopg.connect(db_url) as outcome:
-        writer.execute("SELECT retrain_lock_model(%s)", (M,))  # an open writer of the model
-        # A refresh, not committed yet: it counted the rows, could not report.
-        refresher.execute("SELECT * FROM refresh_drift()").fetchall()
-        stored = threading.Thread(target=ds.store_baseline, args=(outcome, M, rows),
-                                  kwargs={"version": "2"})
-        stored.start()
-        try:
-            wait_until_blocked(conn)
-            refresher.commit()  # the report is due now
-        finally:
-            writer.commit()
-            stored.join(timeout=30)
-        assert not stored.is_alive()
-        outcome.commit()
-    [(_, version, _, drift_score)] = ds.monitor_rows(conn, M)
-    assert version == "1" and drift_score > 0.25
+    small, large = buffers(2000), buffers(40000)
+    assert large <= small * 1.5 + 20, (small, large)

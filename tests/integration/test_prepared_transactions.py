@@ -1,8 +1,8 @@
 """Two-phase ETL writers (PREPARE TRANSACTION / COMMIT PREPARED).
 
 A prepared transaction keeps its locks and its rows' invisibility with no
-backend behind it, across a server restart, until someone commits or rolls
-it back. The drift monitor and the error window must stay exact meanwhile.
+backend behind it until someone commits or rolls it back. The error window
+and the drift window must see its rows once, and only once, committed.
 
 The session's server may not allow prepared transactions (PostgreSQL's
 default max_prepared_transactions is 0), so this module starts a throwaway
@@ -24,13 +24,12 @@ from tests import drift_support as ds
 from tests.conftest import _create_database, _drop_database
 from tests.helpers import copy_rows, events, insert_row, insert_scored, set_policy
 from worker import embedded, migrate
-from worker.queries import query
 
 M = "m"
 
 
 class TwoPhaseServer:
-    """A server with max_prepared_transactions > 0 that a test may restart."""
+    """A server with max_prepared_transactions > 0."""
 
     def __init__(self, server_url: str):
         self.url = server_url
@@ -44,34 +43,21 @@ class TwoPhaseServer:
                 self._handle = embedded.start(self._data)
                 with psycopg.connect(self._handle.url, autocommit=True) as conn:
                     conn.execute("ALTER SYSTEM SET max_prepared_transactions = 8")
-                self.restart()
+                # The setting needs a restart.
+                self._handle.cleanup()
+                embedded.stop(self._data)
+                self._handle = embedded.start(self._data)
+                self.url = self._handle.url
             except BaseException:
                 self.close()
                 raise
 
-    @property
-    def restartable(self) -> bool:
-        return self._data is not None
-
-    def restart(self) -> None:
-        """Stop and start the server (prepared transactions survive this)."""
-        assert self._data is not None
-        self._stop()
-        self._handle = embedded.start(self._data)
-        self.url = self._handle.url
-
-    def _stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cleanup()  # forgets the handle; the server keeps running
-            self._handle = None
-        embedded.stop(self._data)
-        if (self._data / "postmaster.pid").exists():
-            raise RuntimeError(f"the server in {self._data} did not stop")
-
     def close(self) -> None:
         if self._data is not None:
             try:
-                self._stop()
+                if self._handle is not None:
+                    self._handle.cleanup()
+                embedded.stop(self._data)
             finally:
                 shutil.rmtree(self._data.parent, ignore_errors=True)
 
@@ -133,65 +119,18 @@ def _baseline(conn) -> None:
 
 
 @pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
-def test_a_prepared_writer_holds_the_count_until_it_ends(tp_url, commit):
+def test_a_prepared_writers_rows_enter_the_drift_window_once_committed(tp_url, commit):
     with _connect(tp_url) as conn:
         _baseline(conn)
-        prepared_rows = ds.feature_rows(40, seed=32)
-
-        # The writer is seen while it still has a backend, then prepared
-        # (it keeps its virtual transaction id, now with no backend).
-        with psycopg.connect(tp_url) as writer:
-            ds.insert_values(writer, ds.unscored(prepared_rows, M))
-            assert M not in ds.refresh(conn)
-            assert conn.execute("SELECT pid FROM drift_writers").fetchall() == [
-                (writer.info.backend_pid,)]
-            writer.execute("PREPARE TRANSACTION 'etl-1'")
-
-        later = ds.feature_rows(60, seed=33)
-        ds.insert_values(conn, ds.unscored(later, M))
-        # Nothing after the prepared writer's first id is counted yet.
-        assert M not in ds.refresh(conn)
-        assert ds.uncounted(conn, M) == 60
-        # The worker's warning names it (the ids above the count: its rows too).
-        pid, gid, _, waiting = conn.execute(query("long_drift_writer"),
-                                            {"older_than": "0 seconds"}).fetchone()
-        assert (pid, gid, waiting) == (None, "etl-1", 100)
-
+        _prepare(tp_url, "etl-1",
+                 lambda w: ds.insert_values(w, ds.unscored(ds.feature_rows(40, seed=32), M)))
+        ds.insert_values(conn, ds.unscored(ds.feature_rows(60, seed=33), M))
+        assert ds.refresh(conn)[M]["window_rows"] == 60
         _finish(tp_url, "etl-1", commit=commit)
-        expected = 100 if commit else 60
-        assert ds.refresh(conn)[M]["new_rows"] == expected
-        ds.assert_recount(conn, M)
-        assert ds.baseline_row(conn, M)["recent_rows"] == expected
-        assert conn.execute("SELECT count(*) FROM drift_writers").fetchone()[0] == 0
-        assert ds.refresh(conn) == {}
-
-
-def test_a_prepared_writer_holds_the_count_across_a_server_restart(tp_url, two_phase):
-    if not two_phase.restartable:
-        pytest.skip("the session's own server allows prepared transactions; not restarting it")
-    with _connect(tp_url) as conn:
-        _baseline(conn)
-        ds.refresh(conn)  # the count is at the baseline's rows
-        _prepare(tp_url, "etl-2",
-                 lambda w: ds.insert_values(w, ds.unscored(ds.feature_rows(30, seed=34), M)))
-        ds.insert_values(conn, ds.unscored(ds.feature_rows(20, seed=35), M))
-        assert M not in ds.refresh(conn)
-        before_restart = conn.execute("SELECT now()").fetchone()[0]
-
-    two_phase.restart()  # same data directory, so the same socket and URL
-
-    with _connect(tp_url) as conn:
-        ds.insert_values(conn, ds.unscored(ds.feature_rows(10, seed=36), M))
-        # After the restart the prepared writer has a new virtual transaction
-        # id (-1/xid); the count is still held below its rows.
-        assert M not in ds.refresh(conn)
-        assert ds.uncounted(conn, M) == 30
-        pid, gid, since, _ = conn.execute(query("long_drift_writer"),
-                                          {"older_than": "0 seconds"}).fetchone()
-        # Named, and waited for since it was prepared, not since the restart.
-        assert (pid, gid) == (None, "etl-2") and since < before_restart
-        _finish(tp_url, "etl-2", commit=True)
-        assert ds.refresh(conn)[M]["new_rows"] == 60
+        if commit:
+            assert ds.refresh(conn)[M]["window_rows"] == 100
+        else:
+            assert ds.refresh(conn) == {}
         ds.assert_recount(conn, M)
 
 

@@ -133,14 +133,3 @@ def test_truncating_the_policies_is_refused_as_it_would_delete_the_default_row(c
     # What the hint says works.
     conn.execute("DELETE FROM retrain_policies WHERE model_name <> 'default'")
     assert conn.execute("SELECT model_name FROM retrain_policies").fetchall() == [("default",)]
-
-
-def test_an_update_may_not_give_a_row_a_new_id(conn):
-    row = conn.execute("INSERT INTO training_data (features) VALUES ('{}') RETURNING id").fetchone()[0]
-    with pytest.raises(psycopg.errors.CheckViolation) as err:
-        conn.execute("UPDATE training_data SET id = DEFAULT WHERE id = %s", (row,))
-    assert "training_data.id must not change" in str(err.value)
-    assert err.value.diag.column_name == "id"
-    # Other columns still change, and setting id to itself is no change.
-    conn.execute("UPDATE training_data SET label = 'a' WHERE id = %s", (row,))
-    assert conn.execute("SELECT id, label FROM training_data").fetchall() == [(row, "a")]

@@ -1,0 +1,1106 @@
+-- Frozen: sql/schema.sql as released in pg-retrain 0.1.0 (revision 0001_initial).
+-- Never edit; add a revision instead.
+
+-- pg-retrain: the whole current schema, in one readable file.
+--
+-- Revision 0001 applies a frozen copy of this file
+-- (migrations/versions/0001_initial.up.sql); later revisions hold only what
+-- they change. tests/migration/test_migration.py proves that replaying the
+-- revisions gives exactly this schema. Change this file together with a new
+-- revision, never alone.
+--
+-- Everything lives in the schema that is first on search_path when this file
+-- runs (default public). Functions capture that search_path with
+-- "SET search_path FROM CURRENT"; the migration sets it to
+-- "<schema>, pg_temp" first: pg_temp last, as SECURITY DEFINER code requires.
+-- A few SQL helpers that touch no table (or are only ever called from
+-- functions that pin it) have no SET clause, so that PostgreSQL inlines them.
+--
+-- Contents: tables written by users; policies; the queue; recording an
+-- event; the training_data checks; the model_metrics checks; manual
+-- requests and schedules; the drift monitor; views; privileges.
+
+-- ---------------------------------------------------------------------------
+-- Tables written by users
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE training_data (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_name  text NOT NULL DEFAULT 'default'
+        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+    features    jsonb NOT NULL
+        -- A flat JSON object: feature name -> number, string, boolean or null.
+        CONSTRAINT features_must_be_flat_json_object CHECK (
+            jsonb_typeof(features) = 'object'
+            AND NOT jsonb_path_exists(features, 'strict $.* ? (@.type() == "object" || @.type() == "array")')
+        ),
+    label       text,
+    prediction  text,
+    -- NaN sorts above every number in PostgreSQL, so BETWEEN rejects it too.
+    error_rate  double precision
+        CONSTRAINT error_rate_between_0_and_1 CHECK (error_rate BETWEEN 0 AND 1),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- A model's rows newest first: training loads, the rolling error window, the
+-- drift window, and the list of known models all walk this index.
+CREATE INDEX training_data_model_id_idx ON training_data (model_name, id);
+
+CREATE TABLE model_metrics (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_name     text NOT NULL
+        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+    model_version  text,
+    accuracy       double precision
+        CONSTRAINT accuracy_between_0_and_1 CHECK (accuracy BETWEEN 0 AND 1),
+    -- ">= 0" alone would accept NaN (it sorts above everything); "< Infinity"
+    -- rejects NaN and Infinity both.
+    drift_score    double precision
+        CONSTRAINT drift_score_at_least_0_and_finite
+        CHECK (drift_score >= 0 AND drift_score < 'Infinity'::double precision),
+    source         text NOT NULL DEFAULT 'external'
+        CONSTRAINT source_is_external_monitor_or_retrain
+        CHECK (source IN ('external', 'monitor', 'retrain')),
+    recorded_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- "The newest earlier row of the same model and source" and "the newest
+-- value since the last retrain" walk this index backwards.
+CREATE INDEX model_metrics_model_source_id_idx ON model_metrics (model_name, source, id);
+
+-- ---------------------------------------------------------------------------
+-- Policies
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE retrain_policies (
+    model_name               text PRIMARY KEY
+        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+    enabled                  boolean NOT NULL DEFAULT true,
+    error_rate_threshold     double precision NOT NULL DEFAULT 0.1
+        CONSTRAINT error_rate_threshold_between_0_and_1 CHECK (error_rate_threshold BETWEEN 0 AND 1),
+    min_accuracy             double precision NOT NULL DEFAULT 0.8
+        CONSTRAINT min_accuracy_between_0_and_1 CHECK (min_accuracy BETWEEN 0 AND 1),
+    accuracy_drop_tolerance  double precision NOT NULL DEFAULT 0.05
+        CONSTRAINT accuracy_drop_tolerance_between_0_and_1 CHECK (accuracy_drop_tolerance BETWEEN 0 AND 1),
+    drift_threshold          double precision NOT NULL DEFAULT 0.25
+        CONSTRAINT drift_threshold_at_least_0_and_finite
+        CHECK (drift_threshold >= 0 AND drift_threshold < 'Infinity'::double precision),
+    combined_max_accuracy    double precision NOT NULL DEFAULT 0.9
+        CONSTRAINT combined_max_accuracy_between_0_and_1 CHECK (combined_max_accuracy BETWEEN 0 AND 1),
+    drift_alone              boolean NOT NULL DEFAULT false,
+    -- Intervals are bounded so that timestamps computed from them stay in range.
+    schedule_interval        interval DEFAULT '7 days'
+        CONSTRAINT schedule_interval_positive CHECK (schedule_interval > '0'::interval)
+        CONSTRAINT schedule_interval_at_most_10_years CHECK (schedule_interval <= '10 years'::interval),
+    cooldown                 interval NOT NULL DEFAULT '1 hour'
+        CONSTRAINT cooldown_not_negative CHECK (cooldown >= '0'::interval)
+        CONSTRAINT cooldown_at_most_10_years CHECK (cooldown <= '10 years'::interval),
+    min_training_rows        integer NOT NULL DEFAULT 50
+        CONSTRAINT min_training_rows_positive CHECK (min_training_rows > 0),
+    max_attempts             integer NOT NULL DEFAULT 3
+        CONSTRAINT max_attempts_positive CHECK (max_attempts > 0),
+    error_window             integer NOT NULL DEFAULT 200
+        CONSTRAINT error_window_positive CHECK (error_window > 0),
+    min_error_rows           integer NOT NULL DEFAULT 50
+        CONSTRAINT min_error_rows_positive CHECK (min_error_rows > 0),
+    -- The rolling error rate fires above the champion's own holdout error
+    -- plus this, when that is above error_rate_threshold; NULL: the
+    -- threshold alone.
+    error_rate_margin        double precision DEFAULT 0.05
+        CONSTRAINT error_rate_margin_between_0_and_1 CHECK (error_rate_margin BETWEEN 0 AND 1),
+    drift_min_rows           integer NOT NULL DEFAULT 200
+        CONSTRAINT drift_min_rows_positive CHECK (drift_min_rows > 0),
+    drift_window             integer NOT NULL DEFAULT 1000
+        CONSTRAINT drift_window_positive CHECK (drift_window > 0),
+    -- Futile retrains back off: after this many automatic retrains in a row
+    -- that were not promoted, the model's next automatic events wait
+    -- futile_backoff, doubling with each further one.
+    futile_retrains          integer NOT NULL DEFAULT 3
+        CONSTRAINT futile_retrains_positive CHECK (futile_retrains > 0),
+    futile_backoff           interval NOT NULL DEFAULT '1 hour'
+        CONSTRAINT futile_backoff_not_negative CHECK (futile_backoff >= '0'::interval)
+        CONSTRAINT futile_backoff_at_most_10_years CHECK (futile_backoff <= '10 years'::interval),
+    -- What training needs. training_window NULL = adaptive: the worker picks
+    -- the window on a validation slice.
+    estimator                text NOT NULL DEFAULT 'hist_gradient_boosting'
+        CONSTRAINT estimator_is_known CHECK (estimator IN (
+            'hist_gradient_boosting', 'logistic_regression', 'random_forest')),
+    training_window          integer
+        CONSTRAINT training_window_positive CHECK (training_window > 0),
+    max_training_rows        integer NOT NULL DEFAULT 50000
+        CONSTRAINT max_training_rows_positive CHECK (max_training_rows > 0),
+    holdout_fraction         double precision NOT NULL DEFAULT 0.2
+        CONSTRAINT holdout_fraction_between_0_05_and_0_5
+        CHECK (holdout_fraction BETWEEN 0.05 AND 0.5),
+    updated_at               timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO retrain_policies (model_name) VALUES ('default');
+
+-- The policy that applies to a model: its own row, else the default row.
+-- Inlined into the calling query (no SET clause): the callers pin search_path.
+CREATE FUNCTION retrain_policy_for(p_model_name text)
+RETURNS SETOF retrain_policies
+LANGUAGE sql STABLE
+AS $$
+    SELECT * FROM retrain_policies
+    WHERE model_name IN (p_model_name, 'default')
+    ORDER BY model_name = p_model_name DESC
+    LIMIT 1
+$$;
+
+-- The default row cannot go: every model without a row of its own uses it.
+CREATE FUNCTION retrain_policies_before_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        RAISE EXCEPTION 'the default retrain policy cannot be deleted, so retrain_policies cannot be truncated'
+            USING ERRCODE = 'restrict_violation',
+                  HINT = 'DELETE FROM retrain_policies WHERE model_name <> ''default'' removes the others.';
+    END IF;
+    IF OLD.model_name = 'default' AND (TG_OP = 'DELETE' OR NEW.model_name <> 'default') THEN
+        RAISE EXCEPTION 'the default retrain policy cannot be deleted or renamed'
+            USING ERRCODE = 'restrict_violation',
+                  HINT = 'Change its values instead, or set enabled = false.';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER retrain_policies_guard
+    BEFORE INSERT OR UPDATE OR DELETE ON retrain_policies
+    FOR EACH ROW EXECUTE FUNCTION retrain_policies_before_write();
+
+CREATE TRIGGER retrain_policies_keep_default
+    BEFORE TRUNCATE ON retrain_policies
+    FOR EACH STATEMENT EXECUTE FUNCTION retrain_policies_before_write();
+
+-- ---------------------------------------------------------------------------
+-- The queue and audit log
+-- ---------------------------------------------------------------------------
+
+CREATE TABLE retrain_events (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_name          text NOT NULL,
+    reason              text NOT NULL
+        CONSTRAINT reason_is_known CHECK (reason IN (
+            'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+            'drift', 'schedule', 'manual')),
+    reasons             text[] NOT NULL,
+    details             jsonb NOT NULL DEFAULT '{}',
+    status              text NOT NULL DEFAULT 'pending'
+        CONSTRAINT status_is_known CHECK (status IN (
+            'pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    run_after           timestamptz NOT NULL DEFAULT now(),
+    started_at          timestamptz,
+    finished_at         timestamptz,
+    heartbeat_at        timestamptz,
+    attempts            integer NOT NULL DEFAULT 0,
+    worker_id           text,
+    error               text,
+    mlflow_run_id       text,
+    model_version       text,
+    accuracy            double precision,    -- the challenger's, on the holdout
+    champion_accuracy   double precision,    -- the champion's, on the same holdout
+    promoted            boolean,
+    rows_used           integer,             -- rows the registered model learned from
+    holdout_rows        integer,
+    training_window     integer,             -- rows in the window the worker chose
+    -- The newest training_data id the registered model learned from: the
+    -- rolling error window starts after it.
+    trained_through_id  bigint
+);
+
+-- One pending event per model, enforced by the database: concurrent
+-- recorders meet here and INSERT .. ON CONFLICT merges them.
+CREATE UNIQUE INDEX retrain_events_one_pending_per_model
+    ON retrain_events (model_name) WHERE status = 'pending';
+-- One running event per model: two workers never retrain one model at once.
+CREATE UNIQUE INDEX retrain_events_one_running_per_model
+    ON retrain_events (model_name) WHERE status = 'running';
+-- Claiming: due pending events, and running events whose heartbeat is stale.
+CREATE INDEX retrain_events_pending_run_after_idx
+    ON retrain_events (run_after) WHERE status = 'pending';
+CREATE INDEX retrain_events_running_heartbeat_idx
+    ON retrain_events (heartbeat_at) WHERE status = 'running';
+-- Cooldown, champion, backoff and schedule lookups: finished retrains.
+CREATE INDEX retrain_events_finished_idx
+    ON retrain_events (model_name, finished_at) WHERE status IN ('succeeded', 'failed');
+
+-- Schedule periods already fired, so that concurrent schedule checks record
+-- one schedule event per model and period.
+CREATE TABLE retrain_schedule_periods (
+    model_name    text NOT NULL,
+    period_start  timestamptz NOT NULL,
+    event_id      bigint,
+    PRIMARY KEY (model_name, period_start)
+);
+
+-- ---------------------------------------------------------------------------
+-- Recording an event
+-- ---------------------------------------------------------------------------
+
+-- Whoever records or releases a model's event takes this lock first, held to
+-- the end of the transaction: writers of one model take turns, and each one
+-- reads the rolling error window with the rows of those before it.
+CREATE FUNCTION retrain_lock_model(p_model_name text)
+RETURNS void
+LANGUAGE sql
+-- No SET clause, so that it is inlined: it touches no table.
+AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
+$$;
+
+-- The same lock if it is free now, else false.
+CREATE FUNCTION retrain_try_lock_model(p_model_name text)
+RETURNS boolean
+LANGUAGE sql
+AS $$
+    SELECT pg_try_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
+$$;
+
+-- Reasons in the order of the table in SPEC section 2: the first one that
+-- fired is an event's reason.
+CREATE FUNCTION retrain_reason_rank(p_reason text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT array_position(
+        ARRAY['error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+              'drift', 'schedule', 'manual'],
+        p_reason)
+$$;
+
+-- Futile retrains: automatic retrains that succeeded without promotion since
+-- the model's last promotion or manual request, and when the last ended.
+CREATE FUNCTION retrain_futile_streak(p_model_name text,
+                                      OUT retrains integer, OUT last_finished timestamptz)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT count(*)::integer, max(e.finished_at)
+    FROM retrain_events AS e
+    WHERE e.model_name = p_model_name AND e.status = 'succeeded'
+      AND NOT e.promoted AND NOT 'manual' = ANY (e.reasons)
+      AND e.finished_at > coalesce(
+          (SELECT max(r.finished_at) FROM retrain_events AS r
+           WHERE r.model_name = p_model_name AND r.status IN ('succeeded', 'failed')
+             AND (r.promoted OR 'manual' = ANY (r.reasons))),
+          '-infinity')
+$$;
+
+-- When a new automatic event of the model may run: after the cooldown since
+-- its last finished retrain, and after the futile-retrain backoff (doubling
+-- from futile_backoff, at most 7 days).
+CREATE FUNCTION retrain_due_at(p_model_name text)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT greatest(
+        now(),
+        (SELECT max(e.finished_at) FROM retrain_events AS e
+         WHERE e.model_name = p_model_name AND e.status IN ('succeeded', 'failed')) + p.cooldown,
+        CASE WHEN f.retrains >= p.futile_retrains THEN
+            f.last_finished + least(p.futile_backoff * 2 ^ least(f.retrains - p.futile_retrains, 20),
+                                    interval '7 days') END)
+    FROM retrain_policy_for(p_model_name) AS p,
+         retrain_futile_streak(p_model_name) AS f
+$$;
+
+-- details keeps, per reason, the first and the latest observation and a
+-- count, so it stays small however often a condition fires. p_new maps a
+-- reason to an observation, or (when merging two events) to such a triple.
+CREATE FUNCTION retrain_merge_details(p_old jsonb, p_new jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+SET search_path FROM CURRENT
+AS $$
+    SELECT p_old || coalesce(jsonb_object_agg(n.key, jsonb_build_object(
+        'first', coalesce(p_old -> n.key -> 'first', n.value -> 'first', n.value),
+        'latest', coalesce(n.value -> 'latest', n.value),
+        'count', coalesce((p_old -> n.key ->> 'count')::bigint, 0)
+                 + coalesce((n.value ->> 'count')::bigint, 1))), '{}')
+    FROM jsonb_each(p_new) AS n
+$$;
+
+-- Records that conditions fired for a model: a new pending event, or the
+-- model's pending event extended. p_observed maps each reason to what was
+-- observed (values, thresholds, the id of the row that fired it). Notifies
+-- on commit. Called by the definer-rights triggers and functions below.
+CREATE FUNCTION record_retrain_event(p_model_name text, p_observed jsonb)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_reasons  text[];
+    v_manual   boolean;
+    v_id       bigint;
+    v_all      text[];
+BEGIN
+    v_reasons := ARRAY(SELECT r FROM jsonb_object_keys(p_observed) AS r
+                       ORDER BY retrain_reason_rank(r));
+    IF cardinality(v_reasons) = 0 THEN
+        RETURN NULL;
+    END IF;
+    v_manual := 'manual' = ANY (v_reasons);
+    PERFORM retrain_lock_model(p_model_name);
+
+    -- A new event may have to wait (cooldown, backoff); an extended one keeps
+    -- its run_after, except that a manual request is due now.
+    INSERT INTO retrain_events AS e (model_name, reason, reasons, details, run_after)
+    VALUES (p_model_name, v_reasons[1], v_reasons, retrain_merge_details('{}', p_observed),
+            CASE WHEN v_manual THEN now() ELSE retrain_due_at(p_model_name) END)
+    ON CONFLICT (model_name) WHERE status = 'pending' DO UPDATE
+    SET reasons = e.reasons || ARRAY(SELECT r FROM unnest(excluded.reasons) AS r
+                                     WHERE r <> ALL (e.reasons)),
+        details = retrain_merge_details(e.details, p_observed),
+        run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    RETURNING e.id, e.reasons INTO v_id, v_all;
+
+    PERFORM pg_notify('retrain_events', json_build_object(
+        'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
+    RETURN v_id;
+END;
+$$;
+
+-- Rounds away float noise (0.9 - 0.85 = 0.05000000000000004) so that
+-- "more than tolerance" means what a person reading the numbers expects.
+CREATE FUNCTION retrain_exceeds(p_value double precision, p_limit double precision)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT round(p_value::numeric, 12) > round(p_limit::numeric, 12)
+$$;
+
+-- ---------------------------------------------------------------------------
+-- training_data: error_rate
+-- ---------------------------------------------------------------------------
+
+-- The champion: the model's latest promoted, succeeded retrain.
+CREATE FUNCTION retrain_champion(p_model_name text)
+RETURNS SETOF retrain_events
+LANGUAGE sql STABLE
+AS $$
+    SELECT * FROM retrain_events
+    WHERE model_name = p_model_name AND status = 'succeeded' AND promoted
+    ORDER BY finished_at DESC
+    LIMIT 1
+$$;
+
+-- The rolling error window: the model's newest error_window rows that have
+-- a label and a prediction and came after the newest row its last
+-- successful retrain learned from; and the rate above which it fires.
+CREATE FUNCTION retrain_error_window(p_model_name text,
+    OUT window_rows integer, OUT wrong_rows integer, OUT error_limit double precision,
+    OUT champion_error double precision)
+LANGUAGE sql STABLE
+SET search_path FROM CURRENT
+AS $$
+    WITH p AS (
+        SELECT * FROM retrain_policy_for(p_model_name)
+    ), last_retrain AS (
+        SELECT coalesce((SELECT e.trained_through_id FROM retrain_events AS e
+                         WHERE e.model_name = p_model_name AND e.status = 'succeeded'
+                         ORDER BY e.finished_at DESC LIMIT 1), 0) AS learned_through
+    ), w AS (
+        SELECT t.label, t.prediction
+        FROM training_data AS t, last_retrain
+        WHERE t.model_name = p_model_name AND t.id > last_retrain.learned_through
+          AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+        ORDER BY t.id DESC
+        LIMIT (SELECT p.error_window FROM p)
+    )
+    SELECT (SELECT count(*) FROM w)::integer,
+           (SELECT count(*) FROM w WHERE w.label <> w.prediction)::integer,
+           -- greatest() skips NULL: no champion, or no margin.
+           greatest(p.error_rate_threshold, 1 - c.accuracy + p.error_rate_margin),
+           1 - c.accuracy
+    FROM p LEFT JOIN retrain_champion(p_model_name) AS c ON true
+$$;
+
+-- The error_rate decision for one model after a statement added or changed
+-- some of its rows: p_max_error_rate is the highest error_rate among them
+-- (p_max_error_row_id the row), p_newest_wrong_id the newest of them whose
+-- prediction is wrong. The rolling window is read only then: a correct
+-- prediction cannot raise its rate.
+CREATE FUNCTION retrain_check_training_rows(
+    p_model_name text,
+    p_max_error_rate double precision,
+    p_max_error_row_id bigint,
+    p_newest_wrong_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    p         retrain_policies;
+    w         record;
+    v_fired   jsonb := '{}';
+BEGIN
+    SELECT * INTO p FROM retrain_policy_for(p_model_name);
+    IF NOT p.enabled THEN
+        RETURN;
+    END IF;
+    IF p_max_error_rate > p.error_rate_threshold THEN
+        v_fired := jsonb_build_object('error_rate', p_max_error_rate,
+                                      'threshold', p.error_rate_threshold,
+                                      'row_id', p_max_error_row_id);
+    END IF;
+    IF p_newest_wrong_id IS NOT NULL THEN
+        -- The lock first, then the window in a statement of its own: it sees
+        -- the rows of every writer of the model that held the lock before.
+        PERFORM retrain_lock_model(p_model_name);
+        SELECT * INTO w FROM retrain_error_window(p_model_name);
+        IF w.window_rows >= p.min_error_rows
+           AND w.wrong_rows::double precision / w.window_rows > w.error_limit THEN
+            v_fired := v_fired || jsonb_build_object(
+                'rolling_error_rate', w.wrong_rows::double precision / w.window_rows,
+                'window_rows', w.window_rows,
+                'rolling_threshold', w.error_limit,
+                'champion_error', w.champion_error,
+                'newest_row_id', p_newest_wrong_id);
+        END IF;
+    END IF;
+    IF v_fired <> '{}' THEN
+        PERFORM record_retrain_event(p_model_name, jsonb_build_object('error_rate', v_fired));
+    END IF;
+END;
+$$;
+
+-- Statement-level, so that a bulk COPY pays a few set-based queries, not a
+-- query per row. One statement finds the models for which something may
+-- fire: a row over the policy's error_rate_threshold, or a wrong
+-- prediction. For most statements it returns nothing, and that is all they
+-- cost. bench/insert_overhead.py measures it.
+CREATE FUNCTION training_data_after_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+-- The planner prices a 200k-row transition table high enough to JIT-compile
+-- the statement, which costs far more than it saves on a write path.
+SET jit = off
+AS $$
+DECLARE
+    m         record;
+    v_row_id  bigint;
+BEGIN
+    FOR m IN
+        SELECT s.model_name, s.max_error_rate, s.newest_wrong_id,
+               s.max_error_rate > p.error_rate_threshold AS over
+        FROM (SELECT n.model_name, max(n.error_rate) AS max_error_rate,
+                     max(n.id) FILTER (WHERE n.label <> n.prediction) AS newest_wrong_id
+              FROM inserted_rows AS n
+              GROUP BY n.model_name) AS s
+        CROSS JOIN LATERAL retrain_policy_for(s.model_name) AS p
+        WHERE p.enabled
+          AND (s.max_error_rate > p.error_rate_threshold OR s.newest_wrong_id IS NOT NULL)
+        -- One lock order for every statement, whatever models it writes.
+        ORDER BY s.model_name
+    LOOP
+        v_row_id := NULL;
+        IF m.over THEN
+            SELECT min(n.id) INTO v_row_id FROM inserted_rows AS n
+            WHERE n.model_name = m.model_name AND n.error_rate = m.max_error_rate;
+        END IF;
+        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id,
+                                            m.newest_wrong_id);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- The same decision for the rows an UPDATE changed: a label that arrives
+-- later, a corrected prediction, a new error_rate, a row moved to another
+-- model (it counts for the model it moved to).
+CREATE FUNCTION training_data_after_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+SET jit = off
+AS $$
+DECLARE
+    m         record;
+    v_row_id  bigint;
+BEGIN
+    FOR m IN
+        SELECT s.model_name, s.max_error_rate, s.newest_wrong_id,
+               s.max_error_rate > p.error_rate_threshold AS over
+        FROM (SELECT n.model_name, max(n.error_rate) AS max_error_rate,
+                     max(n.id) FILTER (WHERE n.label <> n.prediction) AS newest_wrong_id
+              FROM updated_rows AS n
+              JOIN old_rows AS o USING (id)
+              WHERE (n.model_name, n.label, n.prediction, n.error_rate)
+                    IS DISTINCT FROM (o.model_name, o.label, o.prediction, o.error_rate)
+              GROUP BY n.model_name) AS s
+        CROSS JOIN LATERAL retrain_policy_for(s.model_name) AS p
+        WHERE p.enabled
+          AND (s.max_error_rate > p.error_rate_threshold OR s.newest_wrong_id IS NOT NULL)
+        ORDER BY s.model_name
+    LOOP
+        v_row_id := NULL;
+        IF m.over THEN
+            SELECT min(n.id) INTO v_row_id FROM updated_rows AS n
+            WHERE n.model_name = m.model_name AND n.error_rate = m.max_error_rate;
+        END IF;
+        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id,
+                                            m.newest_wrong_id);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- TRUNCATE ... RESTART IDENTITY starts the ids again: the rows to come are
+-- after every retrain's rows and every drift baseline.
+CREATE FUNCTION training_data_after_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    UPDATE retrain_events SET trained_through_id = 0 WHERE trained_through_id <> 0;
+    UPDATE drift_baselines SET after_row_id = 0 WHERE after_row_id <> 0;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER training_data_check_inserted
+    AFTER INSERT ON training_data
+    REFERENCING NEW TABLE AS inserted_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_insert();
+
+CREATE TRIGGER training_data_check_updated
+    AFTER UPDATE ON training_data
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS updated_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_update();
+
+CREATE TRIGGER training_data_truncated
+    AFTER TRUNCATE ON training_data
+    FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_truncate();
+
+-- ---------------------------------------------------------------------------
+-- model_metrics: performance, accuracy_drop, drift_and_accuracy, drift
+-- ---------------------------------------------------------------------------
+
+CREATE FUNCTION model_metrics_after_write()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    p               retrain_policies;
+    v_fired         jsonb := '{}';
+    v_previous      double precision;
+    v_champion      double precision;
+    v_since         bigint;
+    v_drift         double precision := NEW.drift_score;
+    v_drift_row     bigint := NEW.id;
+    v_accuracy      double precision := NEW.accuracy;
+    v_accuracy_row  bigint := NEW.id;
+BEGIN
+    SELECT * INTO p FROM retrain_policy_for(NEW.model_name);
+    IF NOT p.enabled THEN
+        RETURN NULL;
+    END IF;
+
+    IF NEW.accuracy < p.min_accuracy THEN
+        v_fired := v_fired || jsonb_build_object('performance', jsonb_build_object(
+            'accuracy', NEW.accuracy, 'min_accuracy', p.min_accuracy, 'metric_id', NEW.id));
+    END IF;
+
+    -- accuracy_drop: against the previous value (OLD on UPDATE, else the
+    -- newest earlier row of the same model and source), or else the
+    -- champion's training accuracy.
+    IF NEW.accuracy IS NOT NULL THEN
+        IF TG_OP = 'UPDATE' THEN
+            v_previous := OLD.accuracy;
+        ELSE
+            SELECT mm.accuracy INTO v_previous
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.source = NEW.source
+              AND mm.id < NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+        SELECT c.accuracy INTO v_champion FROM retrain_champion(NEW.model_name) AS c;
+        IF retrain_exceeds(v_previous - NEW.accuracy, p.accuracy_drop_tolerance) THEN
+            v_fired := v_fired || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'previous_accuracy', v_previous,
+                'tolerance', p.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        ELSIF retrain_exceeds(v_champion - NEW.accuracy, p.accuracy_drop_tolerance) THEN
+            v_fired := v_fired || jsonb_build_object('accuracy_drop', jsonb_build_object(
+                'accuracy', NEW.accuracy, 'champion_accuracy', v_champion,
+                'tolerance', p.accuracy_drop_tolerance, 'metric_id', NEW.id));
+        END IF;
+    END IF;
+
+    -- A row that carries only one of drift and accuracy takes the other from
+    -- the model's newest value since its last successful retrain (whose own
+    -- 'retrain' row counts).
+    IF (v_drift IS NULL) <> (v_accuracy IS NULL) THEN
+        SELECT max(mm.id) INTO v_since
+        FROM model_metrics AS mm
+        WHERE mm.model_name = NEW.model_name AND mm.source = 'retrain' AND mm.id <> NEW.id;
+        IF v_drift IS NULL THEN
+            SELECT mm.drift_score, mm.id INTO v_drift, v_drift_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since, 0)
+              AND mm.id <> NEW.id AND mm.drift_score IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        ELSE
+            SELECT mm.accuracy, mm.id INTO v_accuracy, v_accuracy_row
+            FROM model_metrics AS mm
+            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since, 0)
+              AND mm.id <> NEW.id AND mm.accuracy IS NOT NULL
+            ORDER BY mm.id DESC
+            LIMIT 1;
+        END IF;
+    END IF;
+
+    IF v_drift > p.drift_threshold AND v_accuracy < p.combined_max_accuracy THEN
+        v_fired := v_fired || jsonb_build_object('drift_and_accuracy', jsonb_build_object(
+            'drift_score', v_drift, 'drift_threshold', p.drift_threshold,
+            'accuracy', v_accuracy, 'combined_max_accuracy', p.combined_max_accuracy,
+            'metric_id', NEW.id, 'drift_metric_id', v_drift_row,
+            'accuracy_metric_id', v_accuracy_row));
+    ELSIF p.drift_alone AND NEW.drift_score > p.drift_threshold THEN
+        v_fired := v_fired || jsonb_build_object('drift', jsonb_build_object(
+            'drift_score', NEW.drift_score, 'drift_threshold', p.drift_threshold,
+            'metric_id', NEW.id));
+    END IF;
+
+    IF v_fired <> '{}' THEN
+        PERFORM record_retrain_event(NEW.model_name, v_fired);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- A retrain's own result never starts another.
+CREATE TRIGGER model_metrics_check_inserted
+    AFTER INSERT ON model_metrics
+    FOR EACH ROW WHEN (NEW.source <> 'retrain')
+    EXECUTE FUNCTION model_metrics_after_write();
+
+CREATE TRIGGER model_metrics_check_updated
+    AFTER UPDATE ON model_metrics
+    FOR EACH ROW WHEN (NEW.source <> 'retrain'
+                       AND (OLD.accuracy IS DISTINCT FROM NEW.accuracy
+                            OR OLD.drift_score IS DISTINCT FROM NEW.drift_score))
+    EXECUTE FUNCTION model_metrics_after_write();
+
+-- ---------------------------------------------------------------------------
+-- Known models, manual requests and schedules
+-- ---------------------------------------------------------------------------
+
+-- Every model pg-retrain knows of: with training rows, metrics, a policy of
+-- its own or events. Distinct names are read by skipping through the
+-- indexes, one probe per model, so nothing scans training_data.
+CREATE VIEW retrain_models AS
+WITH RECURSIVE trained(model_name) AS (
+    SELECT min(model_name) FROM training_data
+    UNION ALL
+    SELECT (SELECT min(t.model_name) FROM training_data AS t WHERE t.model_name > trained.model_name)
+    FROM trained WHERE trained.model_name IS NOT NULL
+), measured(model_name) AS (
+    SELECT min(model_name) FROM model_metrics
+    UNION ALL
+    SELECT (SELECT min(m.model_name) FROM model_metrics AS m WHERE m.model_name > measured.model_name)
+    FROM measured WHERE measured.model_name IS NOT NULL
+)
+SELECT model_name FROM trained WHERE model_name IS NOT NULL
+UNION SELECT model_name FROM measured WHERE model_name IS NOT NULL
+UNION SELECT model_name FROM retrain_policies WHERE model_name <> 'default'
+UNION SELECT DISTINCT model_name FROM retrain_events;
+
+-- `worker trigger MODEL`: a manual event, even under a disabled policy and
+-- inside the cooldown. Unknown models are refused.
+CREATE FUNCTION request_retrain(p_model_name text, p_requested_by text DEFAULT session_user)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM retrain_policies
+                   WHERE model_name = p_model_name AND model_name <> 'default')
+       AND NOT EXISTS (SELECT FROM retrain_events WHERE model_name = p_model_name)
+       AND NOT EXISTS (SELECT FROM model_metrics WHERE model_name = p_model_name)
+       AND NOT EXISTS (SELECT FROM training_data WHERE model_name = p_model_name) THEN
+        RAISE EXCEPTION 'unknown model "%": it has no training data, metrics or policy', p_model_name
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN record_retrain_event(p_model_name, jsonb_build_object('manual', jsonb_build_object(
+        'requested_by', p_requested_by, 'requested_at', now())));
+END;
+$$;
+
+-- Records a schedule event for every model whose schedule_interval has
+-- passed since its last successful retrain (or that never trained and has
+-- min_training_rows labelled rows), unless a retrain of it is running.
+-- Safe to call from any number of workers and from pg_cron at once: the
+-- period is claimed in retrain_schedule_periods before anything is recorded.
+-- Returns the ids of the events recorded or extended.
+CREATE FUNCTION check_retrain_schedules()
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    m         record;
+    v_period  timestamptz;
+    v_id      bigint;
+BEGIN
+    FOR m IN
+        SELECT r.model_name, p.schedule_interval, p.min_training_rows,
+               (SELECT max(e.finished_at) FROM retrain_events AS e
+                WHERE e.model_name = r.model_name AND e.status = 'succeeded') AS last_success
+        FROM retrain_models AS r
+        CROSS JOIN LATERAL retrain_policy_for(r.model_name) AS p
+        WHERE p.enabled AND p.schedule_interval IS NOT NULL
+          AND NOT EXISTS (SELECT FROM retrain_events AS e
+                          WHERE e.model_name = r.model_name AND e.status = 'running')
+        ORDER BY r.model_name
+    LOOP
+        IF m.last_success IS NULL THEN
+            CONTINUE WHEN (SELECT count(*) FROM (
+                               SELECT FROM training_data AS t
+                               WHERE t.model_name = m.model_name AND t.label IS NOT NULL
+                               LIMIT m.min_training_rows) AS s) < m.min_training_rows;
+            -- Never trained: periods are aligned to the epoch.
+            v_period := 'epoch'::timestamptz + m.schedule_interval * floor(
+                extract(epoch FROM now()) / extract(epoch FROM m.schedule_interval));
+        ELSE
+            CONTINUE WHEN now() < m.last_success + m.schedule_interval;
+            v_period := m.last_success + m.schedule_interval * floor(
+                extract(epoch FROM now() - m.last_success) / extract(epoch FROM m.schedule_interval));
+        END IF;
+
+        -- A model at a time: one whose lock a writer holds past the caller's
+        -- lock_timeout is skipped, with a warning; the others go on.
+        BEGIN
+            INSERT INTO retrain_schedule_periods (model_name, period_start)
+            VALUES (m.model_name, v_period)
+            ON CONFLICT DO NOTHING;
+            CONTINUE WHEN NOT FOUND;
+            v_id := record_retrain_event(m.model_name, jsonb_build_object('schedule', jsonb_build_object(
+                'schedule_interval', m.schedule_interval, 'last_success', m.last_success,
+                'period_start', v_period)));
+            UPDATE retrain_schedule_periods SET event_id = v_id
+            WHERE model_name = m.model_name AND period_start = v_period;
+            RETURN NEXT v_id;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'schedule check: model % skipped, a lock it needs is held', m.model_name;
+        END;
+    END LOOP;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- The drift monitor (SPEC section 6)
+-- ---------------------------------------------------------------------------
+--
+-- A baseline is stored with each successful retrain: per feature, bins and
+-- the share of the baseline rows in each. The recent rows are the model's
+-- newest drift_window rows after after_row_id (the newest row the retrain
+-- learned from): a sliding window, read again by each refresh that finds it
+-- changed, so its cost follows the window, never the size of training_data,
+-- and the insert path writes nothing for it. A row that commits late, or a
+-- label that arrives later, is seen by the first refresh after it is visible.
+
+CREATE TABLE drift_baselines (
+    model_name     text PRIMARY KEY,
+    model_version  text,
+    event_id       bigint,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    baseline_rows  integer NOT NULL,
+    after_row_id   bigint NOT NULL,
+    -- The window as of the last refresh, and what tells that it changed.
+    recent_rows    integer NOT NULL DEFAULT 0,
+    labelled_rows  integer NOT NULL DEFAULT 0,
+    correct_rows   integer NOT NULL DEFAULT 0,
+    id_sum         numeric NOT NULL DEFAULT 0,
+    refreshed_at   timestamptz
+);
+
+-- Per feature, how a value finds its bin (drift_bin).
+CREATE TABLE drift_features (
+    model_name  text NOT NULL REFERENCES drift_baselines ON DELETE CASCADE,
+    feature     text NOT NULL,
+    kind        text NOT NULL
+        CONSTRAINT kind_is_numeric_or_categorical CHECK (kind IN ('numeric', 'categorical')),
+    edges       double precision[] NOT NULL DEFAULT '{}',
+    categories  text[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (model_name, feature)
+);
+
+CREATE TABLE drift_bins (
+    model_name      text NOT NULL,
+    feature         text NOT NULL,
+    bin             integer NOT NULL,
+    label           text NOT NULL,
+    baseline_share  double precision NOT NULL,
+    recent_count    integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (model_name, feature, bin),
+    FOREIGN KEY (model_name, feature) REFERENCES drift_features ON DELETE CASCADE
+);
+
+-- A value's bin, as worker/drift.py bins the baseline: -1 missing (absent,
+-- JSON null, or not a number in a numeric feature); numeric: the number of
+-- edges <= value; categorical: 1-based position of its text in categories,
+-- 0 for any other.
+CREATE FUNCTION drift_bin(p_kind text, p_edges double precision[], p_categories text[],
+                          p_value jsonb)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_value IS NULL OR jsonb_typeof(p_value) = 'null' THEN -1
+        WHEN p_kind = 'numeric' THEN
+            -- Through numeric: jsonb holds numbers (1e400, 1e-400) that
+            -- double precision cannot.
+            CASE WHEN jsonb_typeof(p_value) <> 'number' THEN -1
+                 WHEN p_value::numeric > 1e308 THEN cardinality(p_edges)
+                 WHEN p_value::numeric < -1e308 THEN 0
+                 WHEN abs(p_value::numeric) < 1e-300 THEN width_bucket(0::double precision, p_edges)
+                 ELSE width_bucket(p_value::numeric::double precision, p_edges) END
+        ELSE coalesce(array_position(p_categories, p_value #>> '{}'), 0)
+    END
+$$;
+
+-- The worker stores a baseline in the transaction that records a successful
+-- retrain. p_features: [{feature, kind, edges, categories,
+-- bins: [{bin, label, share}]}].
+CREATE FUNCTION store_drift_baseline(
+    p_model_name text, p_model_version text, p_event_id bigint,
+    p_baseline_rows integer, p_after_row_id bigint, p_features jsonb)
+RETURNS void
+LANGUAGE sql
+SET search_path FROM CURRENT
+AS $$
+    DELETE FROM drift_baselines WHERE model_name = p_model_name;
+    INSERT INTO drift_baselines (model_name, model_version, event_id, baseline_rows, after_row_id)
+    VALUES (p_model_name, p_model_version, p_event_id, p_baseline_rows, p_after_row_id);
+    INSERT INTO drift_features (model_name, feature, kind, edges, categories)
+    SELECT p_model_name, f ->> 'feature', f ->> 'kind',
+           ARRAY(SELECT jsonb_array_elements_text(f -> 'edges'))::double precision[],
+           ARRAY(SELECT jsonb_array_elements_text(f -> 'categories'))
+    FROM jsonb_array_elements(p_features) AS f;
+    INSERT INTO drift_bins (model_name, feature, bin, label, baseline_share)
+    SELECT p_model_name, f ->> 'feature', (b ->> 'bin')::integer, b ->> 'label',
+           (b ->> 'share')::double precision
+    FROM jsonb_array_elements(p_features) AS f, jsonb_array_elements(f -> 'bins') AS b;
+$$;
+
+-- Population Stability Index per feature between the baseline's shares and
+-- the window's, with a floor of 0.0001 for empty bins; and the bins, for psql.
+CREATE VIEW feature_drift AS
+SELECT f.model_name, f.feature, f.kind,
+       CASE WHEN d.recent_rows > 0 THEN s.psi END AS psi,
+       d.recent_rows, d.baseline_rows, s.bins
+FROM drift_features AS f
+JOIN drift_baselines AS d USING (model_name)
+CROSS JOIN LATERAL (
+    SELECT sum((x.r - x.p) * ln(x.r / x.p)) AS psi,
+           jsonb_agg(jsonb_build_object(
+               'bin', x.bin, 'label', x.label,
+               'baseline_share', round(x.baseline_share::numeric, 4),
+               'recent_share', round(x.recent_share::numeric, 4)) ORDER BY x.bin) AS bins
+    FROM (SELECT b.bin, b.label, b.baseline_share,
+                 b.recent_count::double precision / nullif(d.recent_rows, 0) AS recent_share,
+                 greatest(b.baseline_share, 0.0001) AS p,
+                 greatest(coalesce(b.recent_count::double precision / nullif(d.recent_rows, 0), 0),
+                          0.0001) AS r
+          FROM drift_bins AS b
+          WHERE b.model_name = f.model_name AND b.feature = f.feature) AS x
+) AS s;
+
+-- Brings one model's window up to date, if another refresh is not doing it
+-- now and it changed since the last refresh (new rows, late commits, labels
+-- or predictions that arrived). Once the window holds drift_min_rows rows,
+-- a changed window is reported as a 'monitor' row of model_metrics, which
+-- fires the checks (drift_and_accuracy, drift, performance, accuracy_drop).
+-- That needs the model's lock: while a writer of the model holds it, the
+-- report waits for the next refresh.
+CREATE FUNCTION drift_refresh_model(p_model_name text,
+    OUT window_rows integer, OUT drift_score double precision,
+    OUT accuracy double precision, OUT reported boolean)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET jit = off
+AS $$
+DECLARE
+    d        drift_baselines;
+    p        retrain_policies;
+    v_now    drift_baselines;
+BEGIN
+    SELECT * INTO d FROM drift_baselines AS b WHERE b.model_name = p_model_name
+    FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO p FROM retrain_policy_for(p_model_name);
+
+    SELECT count(*), count(*) FILTER (WHERE w.label IS NOT NULL AND w.prediction IS NOT NULL),
+           count(*) FILTER (WHERE w.label = w.prediction), coalesce(sum(w.id), 0)
+    INTO v_now.recent_rows, v_now.labelled_rows, v_now.correct_rows, v_now.id_sum
+    FROM (SELECT t.id, t.label, t.prediction
+          FROM training_data AS t
+          WHERE t.model_name = p_model_name AND (t.model_name, t.id) > (p_model_name, d.after_row_id)
+          ORDER BY t.model_name DESC, t.id DESC
+          LIMIT p.drift_window) AS w;
+    IF (v_now.recent_rows, v_now.labelled_rows, v_now.correct_rows, v_now.id_sum)
+       = (d.recent_rows, d.labelled_rows, d.correct_rows, d.id_sum) THEN
+        RETURN;
+    END IF;
+
+    IF v_now.id_sum <> d.id_sum THEN
+        WITH recent AS MATERIALIZED (
+            SELECT t.features
+            FROM training_data AS t
+            WHERE t.model_name = p_model_name AND (t.model_name, t.id) > (p_model_name, d.after_row_id)
+            ORDER BY t.model_name DESC, t.id DESC
+            LIMIT p.drift_window),
+        counted AS MATERIALIZED (
+            SELECT f.feature, drift_bin(f.kind, f.edges, f.categories, r.features -> f.feature) AS bin,
+                   count(*) AS n
+            FROM recent AS r
+            CROSS JOIN drift_features AS f
+            WHERE f.model_name = p_model_name
+            GROUP BY 1, 2)
+        UPDATE drift_bins AS b
+        SET recent_count = coalesce((SELECT c.n FROM counted AS c
+                                     WHERE c.feature = b.feature AND c.bin = b.bin), 0)
+        WHERE b.model_name = p_model_name;
+    END IF;
+    UPDATE drift_baselines AS b
+    SET recent_rows = v_now.recent_rows, refreshed_at = now()
+    WHERE b.model_name = p_model_name;
+
+    window_rows := v_now.recent_rows;
+    SELECT max(fd.psi) INTO drift_score FROM feature_drift AS fd WHERE fd.model_name = p_model_name;
+    accuracy := v_now.correct_rows::double precision / nullif(v_now.labelled_rows, 0);
+    reported := v_now.recent_rows >= least(p.drift_min_rows, p.drift_window);
+    IF reported THEN
+        reported := retrain_try_lock_model(p_model_name);
+        IF NOT reported THEN
+            RETURN;  -- the window is reported by the next refresh
+        END IF;
+        INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)
+        VALUES (p_model_name, d.model_version, accuracy, drift_score, 'monitor');
+    END IF;
+    UPDATE drift_baselines AS b
+    SET labelled_rows = v_now.labelled_rows, correct_rows = v_now.correct_rows,
+        id_sum = v_now.id_sum
+    WHERE b.model_name = p_model_name;
+END;
+$$;
+
+-- Brings every model's drift monitor up to date (or p_model_name's only);
+-- returns one row per model whose window changed. One model's failure (its
+-- checks, a trigger of the user's) does not stop the others: it is logged as
+-- a warning and tried again next time. Safe to call from any number of
+-- workers at once, and from pg_cron. Runs with the caller's rights.
+CREATE FUNCTION refresh_drift(p_model_name text DEFAULT NULL)
+RETURNS TABLE (model_name text, window_rows integer, drift_score double precision,
+               accuracy double precision, reported boolean)
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_model  text;
+BEGIN
+    FOR v_model IN
+        SELECT b.model_name FROM drift_baselines AS b
+        WHERE p_model_name IS NULL OR b.model_name = p_model_name
+        ORDER BY b.model_name
+    LOOP
+        BEGIN
+            SELECT v_model, r.* INTO model_name, window_rows, drift_score, accuracy, reported
+            FROM drift_refresh_model(v_model) AS r;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'drift monitor: the refresh of model % failed: %', v_model, SQLERRM;
+            CONTINUE;
+        END;
+        IF window_rows IS NOT NULL THEN
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Views for people
+-- ---------------------------------------------------------------------------
+
+CREATE VIEW model_status AS
+SELECT m.model_name,
+       champion.model_version       AS champion_version,
+       champion.accuracy            AS champion_accuracy,
+       champion.finished_at         AS champion_trained_at,
+       latest_accuracy.accuracy     AS latest_accuracy,
+       latest_accuracy.recorded_at  AS latest_accuracy_at,
+       latest_drift.drift_score     AS latest_drift_score,
+       latest_drift.recorded_at     AS latest_drift_at,
+       last_retrain.id              AS last_retrain_event_id,
+       last_retrain.status          AS last_retrain_status,
+       last_retrain.finished_at     AS last_retrain_at,
+       running.id                   AS running_event_id,
+       pending.id                   AS pending_event_id,
+       pending.reasons              AS pending_reasons,
+       pending.run_after            AS pending_run_after,
+       futile.retrains              AS futile_retrains,
+       CASE WHEN futile.retrains >= p.futile_retrains THEN format(
+           '%s automatic retrains in a row were not promoted (the champion stays better on '
+           'their holdouts); automatic retrains wait until %s. Check the data and the policy, '
+           'or run worker trigger %s.',
+           futile.retrains, to_char(retrain_due_at(m.model_name), 'YYYY-MM-DD HH24:MI:SS TZ'),
+           m.model_name) END    AS needs_attention
+FROM retrain_models AS m
+CROSS JOIN LATERAL retrain_policy_for(m.model_name) AS p
+CROSS JOIN LATERAL retrain_futile_streak(m.model_name) AS futile
+LEFT JOIN LATERAL retrain_champion(m.model_name) AS champion ON true
+LEFT JOIN LATERAL (
+    SELECT mm.accuracy, mm.recorded_at FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.accuracy IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_accuracy ON true
+LEFT JOIN LATERAL (
+    SELECT mm.drift_score, mm.recorded_at FROM model_metrics AS mm
+    WHERE mm.model_name = m.model_name AND mm.drift_score IS NOT NULL
+    ORDER BY mm.id DESC LIMIT 1) AS latest_drift ON true
+LEFT JOIN LATERAL (
+    SELECT e.id, e.status, e.finished_at FROM retrain_events AS e
+    WHERE e.model_name = m.model_name AND e.status IN ('succeeded', 'failed')
+    ORDER BY e.finished_at DESC LIMIT 1) AS last_retrain ON true
+LEFT JOIN LATERAL (
+    SELECT e.id FROM retrain_events AS e
+    WHERE e.model_name = m.model_name AND e.status = 'running') AS running ON true
+LEFT JOIN LATERAL (
+    SELECT e.id, e.reasons, e.run_after FROM retrain_events AS e
+    WHERE e.model_name = m.model_name AND e.status = 'pending') AS pending ON true;
+
+-- ---------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------
+
+-- Functions are executable by PUBLIC by default. The definer-rights entry
+-- points are for the worker and operators only (sql/roles.sql grants them);
+-- the trigger functions run only as triggers.
+REVOKE EXECUTE ON FUNCTION request_retrain(text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION check_retrain_schedules() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION record_retrain_event(text, jsonb) FROM PUBLIC;
