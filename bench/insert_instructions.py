@@ -111,8 +111,11 @@ def setup_lines(toggle: str) -> list[str]:
     after its first row)."""
     return [
         f"ALTER TABLE training_data {toggle} TRIGGER USER",
-        "TRUNCATE training_data, retrain_events, retrain_window_bounds RESTART IDENTITY",
-        "INSERT INTO retrain_models (model_name) VALUES ('churn') ON CONFLICT DO NOTHING",
+        "TRUNCATE training_data, retrain_events RESTART IDENTITY",
+        # Schemas before 0.1.0 kept state of their own about models.
+        "DO $$ BEGIN IF to_regclass('retrain_window_bounds') IS NOT NULL THEN "
+        "TRUNCATE retrain_window_bounds; INSERT INTO retrain_models (model_name) "
+        "VALUES ('churn') ON CONFLICT DO NOTHING; END IF; END $$",
     ]
 
 

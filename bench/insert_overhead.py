@@ -47,11 +47,11 @@ INSERT_SQL = (
 COPY_SQL = f"COPY training_data ({', '.join(COLUMNS)}) FROM STDIN"
 RESET_SQL = [
     "TRUNCATE training_data RESTART IDENTITY",
-    "TRUNCATE retrain_events, retrain_models RESTART IDENTITY",
+    "TRUNCATE retrain_events RESTART IDENTITY",
 ]
-# Other state the insert path writes, in schema revisions that have it.
-OPTIONAL_RESET_TABLES = ("drift_inbox", "retrain_error_windows", "retrain_window_bounds",
-                         "drift_label_changes")
+# Other state the insert path writes, in schema revisions that have it as a table.
+OPTIONAL_RESET_TABLES = ("retrain_models", "drift_inbox", "retrain_error_windows",
+                         "retrain_window_bounds", "drift_label_changes")
 ALL_CASES = ("copy", "insert", "copy_quiet", "insert_quiet", "copy_fire", "insert_fire")
 
 
@@ -231,7 +231,8 @@ def reset(conn: psycopg.Connection, can_checkpoint: bool) -> None:
     for stmt in RESET_SQL:
         conn.execute(stmt)
     extra = conn.execute(
-        "SELECT array_agg(t) FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+        "SELECT array_agg(t) FROM unnest(%s::text[]) AS t "
+        "WHERE (SELECT c.relkind FROM pg_class AS c WHERE c.oid = to_regclass(t)) = 'r'",
         (list(OPTIONAL_RESET_TABLES),)).fetchone()[0]
     if extra:
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(

@@ -24,8 +24,8 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="5ae7b41d3ec8a8e8ad524c331a6a7ac1b242a69161a806527c90740b1f3f06d7")
+    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="f867fa667dd677f8932457585ed8f73292b9550107732fe743f126410dd47b1e")
 
 
 def downgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.down.sql", sha256="2c40d768fa70b45b4c88d856375e0cb6bb6a562822876110a8ef09ba488789f7")
+    apply_frozen_sql(op, HERE / "0001_initial.down.sql", sha256="ef9979206393e08634aa48cbc78ce67a71b6b93156343fb329fb40369dcb214a")

@@ -3,22 +3,14 @@
 
 -- pg-retrain: the whole current schema, in one readable file.
 --
--- Revision 0001 applies a frozen copy of this file
--- (migrations/versions/0001_initial.up.sql); later revisions hold only what
--- they change. tests/migration/test_migration.py proves that replaying the
--- revisions gives exactly this schema. Change this file together with a new
--- revision, never alone.
+-- Revision 0001 applies a frozen copy of it; later revisions hold only what
+-- they change, and tests/migration proves that replaying them gives exactly
+-- this file. Change it together with a new revision, never alone.
 --
--- Everything lives in the schema that is first on search_path when this file
--- runs (default public). Functions capture that search_path with
--- "SET search_path FROM CURRENT"; the migration sets it to
--- "<schema>, pg_temp" first: pg_temp last, as SECURITY DEFINER code requires.
--- A few SQL helpers that touch no table (or are only ever called from
--- functions that pin it) have no SET clause, so that PostgreSQL inlines them.
---
--- Contents: tables written by users; policies; the queue; recording an
--- event; the training_data checks; the model_metrics checks; manual
--- requests and schedules; the drift monitor; views; privileges.
+-- Everything lives in the schema first on search_path when this runs
+-- (default public). Functions pin it with "SET search_path FROM CURRENT"
+-- (the migration sets "<schema>, pg_temp"), except small SQL helpers that
+-- PostgreSQL inlines into the functions that call them.
 
 -- ---------------------------------------------------------------------------
 -- Tables written by users
@@ -144,9 +136,8 @@ RETURNS SETOF retrain_policies
 LANGUAGE sql STABLE
 AS $$
     SELECT * FROM retrain_policies
-    WHERE model_name IN (p_model_name, 'default')
-    ORDER BY model_name = p_model_name DESC
-    LIMIT 1
+    WHERE model_name = coalesce((SELECT o.model_name FROM retrain_policies AS o
+                                 WHERE o.model_name = p_model_name), 'default')
 $$;
 
 -- The default row cannot go: every model without a row of its own uses it.
@@ -186,18 +177,24 @@ CREATE TRIGGER retrain_policies_keep_default
 -- The queue and audit log
 -- ---------------------------------------------------------------------------
 
+-- Reason and status are text checked by domains: PostgreSQL prepares a
+-- domain's CHECK once per session, a table's on every statement that writes
+-- the table (a third of the cost of extending a pending event).
+CREATE DOMAIN retrain_event_reason AS text
+    CONSTRAINT reason_is_known CHECK (VALUE IN (
+        'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
+        'drift', 'schedule', 'manual'));
+CREATE DOMAIN retrain_event_status AS text
+    CONSTRAINT status_is_known CHECK (VALUE IN (
+        'pending', 'running', 'succeeded', 'failed', 'cancelled'));
+
 CREATE TABLE retrain_events (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model_name          text NOT NULL,
-    reason              text NOT NULL
-        CONSTRAINT reason_is_known CHECK (reason IN (
-            'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
-            'drift', 'schedule', 'manual')),
+    reason              retrain_event_reason NOT NULL,
     reasons             text[] NOT NULL,
     details             jsonb NOT NULL DEFAULT '{}',
-    status              text NOT NULL DEFAULT 'pending'
-        CONSTRAINT status_is_known CHECK (status IN (
-            'pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    status              retrain_event_status NOT NULL DEFAULT 'pending',
     created_at          timestamptz NOT NULL DEFAULT now(),
     run_after           timestamptz NOT NULL DEFAULT now(),
     started_at          timestamptz,
@@ -219,8 +216,7 @@ CREATE TABLE retrain_events (
     trained_through_id  bigint
 );
 
--- One pending event per model, enforced by the database: concurrent
--- recorders meet here and INSERT .. ON CONFLICT merges them.
+-- One pending event per model, enforced by the database.
 CREATE UNIQUE INDEX retrain_events_one_pending_per_model
     ON retrain_events (model_name) WHERE status = 'pending';
 -- One running event per model: two workers never retrain one model at once.
@@ -267,18 +263,6 @@ AS $$
     SELECT pg_try_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
 $$;
 
--- Reasons in the order of the table in SPEC section 2: the first one that
--- fired is an event's reason.
-CREATE FUNCTION retrain_reason_rank(p_reason text)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT array_position(
-        ARRAY['error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
-              'drift', 'schedule', 'manual'],
-        p_reason)
-$$;
-
 -- Futile retrains: automatic retrains that succeeded without promotion since
 -- the model's last promotion or manual request, and when the last ended.
 CREATE FUNCTION retrain_futile_streak(p_model_name text,
@@ -321,15 +305,18 @@ $$;
 -- reason to an observation, or (when merging two events) to such a triple.
 CREATE FUNCTION retrain_merge_details(p_old jsonb, p_new jsonb)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE
+LANGUAGE plpgsql IMMUTABLE
 SET search_path FROM CURRENT
 AS $$
-    SELECT p_old || coalesce(jsonb_object_agg(n.key, jsonb_build_object(
-        'first', coalesce(p_old -> n.key -> 'first', n.value -> 'first', n.value),
-        'latest', coalesce(n.value -> 'latest', n.value),
-        'count', coalesce((p_old -> n.key ->> 'count')::bigint, 0)
-                 + coalesce((n.value ->> 'count')::bigint, 1))), '{}')
-    FROM jsonb_each(p_new) AS n
+BEGIN
+    RETURN p_old || coalesce((
+        SELECT jsonb_object_agg(n.key, jsonb_build_object(
+            'first', coalesce(p_old -> n.key -> 'first', n.value -> 'first', n.value),
+            'latest', coalesce(n.value -> 'latest', n.value),
+            'count', coalesce((p_old -> n.key ->> 'count')::bigint, 0)
+                     + coalesce((n.value ->> 'count')::bigint, 1)))
+        FROM jsonb_each(p_new) AS n), '{}');
+END;
 $$;
 
 -- Records that conditions fired for a model: a new pending event, or the
@@ -347,25 +334,34 @@ DECLARE
     v_id       bigint;
     v_all      text[];
 BEGIN
+    -- In the order of the reasons table: the first is the event's reason.
     v_reasons := ARRAY(SELECT r FROM jsonb_object_keys(p_observed) AS r
-                       ORDER BY retrain_reason_rank(r));
+                       ORDER BY array_position(ARRAY['error_rate', 'performance', 'accuracy_drop',
+                           'drift_and_accuracy', 'drift', 'schedule', 'manual'], r));
     IF cardinality(v_reasons) = 0 THEN
         RETURN NULL;
     END IF;
     v_manual := 'manual' = ANY (v_reasons);
     PERFORM retrain_lock_model(p_model_name);
 
-    -- A new event may have to wait (cooldown, backoff); an extended one keeps
-    -- its run_after, except that a manual request is due now.
-    INSERT INTO retrain_events AS e (model_name, reason, reasons, details, run_after)
-    VALUES (p_model_name, v_reasons[1], v_reasons, retrain_merge_details('{}', p_observed),
-            CASE WHEN v_manual THEN now() ELSE retrain_due_at(p_model_name) END)
-    ON CONFLICT (model_name) WHERE status = 'pending' DO UPDATE
-    SET reasons = e.reasons || ARRAY(SELECT r FROM unnest(excluded.reasons) AS r
+    -- Most firings extend the pending event: it keeps its run_after, except
+    -- that a manual request is due now.
+    UPDATE retrain_events AS e
+    SET reasons = e.reasons || ARRAY(SELECT r FROM unnest(v_reasons) AS r
                                      WHERE r <> ALL (e.reasons)),
         details = retrain_merge_details(e.details, p_observed),
         run_after = CASE WHEN v_manual THEN least(e.run_after, now()) ELSE e.run_after END
+    WHERE e.model_name = p_model_name AND e.status = 'pending'
     RETURNING e.id, e.reasons INTO v_id, v_all;
+    -- Else a new one, which may have to wait (cooldown, backoff). Whoever
+    -- makes an event pending holds the model's lock, so none can appear
+    -- meanwhile; retrain_events_one_pending_per_model guards the rest.
+    IF NOT FOUND THEN
+        INSERT INTO retrain_events (model_name, reason, reasons, details, run_after)
+        VALUES (p_model_name, v_reasons[1], v_reasons, retrain_merge_details('{}', p_observed),
+                CASE WHEN v_manual THEN now() ELSE retrain_due_at(p_model_name) END)
+        RETURNING id, reasons INTO v_id, v_all;
+    END IF;
 
     PERFORM pg_notify('retrain_events', json_build_object(
         'id', v_id, 'model_name', p_model_name, 'reasons', v_all)::text);
@@ -397,42 +393,13 @@ AS $$
     LIMIT 1
 $$;
 
--- The rolling error window: the model's newest error_window rows that have
--- a label and a prediction and came after the newest row its last
--- successful retrain learned from; and the rate above which it fires.
-CREATE FUNCTION retrain_error_window(p_model_name text,
-    OUT window_rows integer, OUT wrong_rows integer, OUT error_limit double precision,
-    OUT champion_error double precision)
-LANGUAGE sql STABLE
-SET search_path FROM CURRENT
-AS $$
-    WITH p AS (
-        SELECT * FROM retrain_policy_for(p_model_name)
-    ), last_retrain AS (
-        SELECT coalesce((SELECT e.trained_through_id FROM retrain_events AS e
-                         WHERE e.model_name = p_model_name AND e.status = 'succeeded'
-                         ORDER BY e.finished_at DESC LIMIT 1), 0) AS learned_through
-    ), w AS (
-        SELECT t.label, t.prediction
-        FROM training_data AS t, last_retrain
-        WHERE t.model_name = p_model_name AND t.id > last_retrain.learned_through
-          AND t.label IS NOT NULL AND t.prediction IS NOT NULL
-        ORDER BY t.id DESC
-        LIMIT (SELECT p.error_window FROM p)
-    )
-    SELECT (SELECT count(*) FROM w)::integer,
-           (SELECT count(*) FROM w WHERE w.label <> w.prediction)::integer,
-           -- greatest() skips NULL: no champion, or no margin.
-           greatest(p.error_rate_threshold, 1 - c.accuracy + p.error_rate_margin),
-           1 - c.accuracy
-    FROM p LEFT JOIN retrain_champion(p_model_name) AS c ON true
-$$;
-
 -- The error_rate decision for one model after a statement added or changed
 -- some of its rows: p_max_error_rate is the highest error_rate among them
 -- (p_max_error_row_id the row), p_newest_wrong_id the newest of them whose
--- prediction is wrong. The rolling window is read only then: a correct
--- prediction cannot raise its rate.
+-- prediction is wrong. The rolling error window (the model's newest
+-- error_window rows with a label and a prediction, after the rows its last
+-- successful retrain learned from) is read only then: a correct prediction
+-- cannot raise its rate.
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
     p_max_error_rate double precision,
@@ -443,9 +410,13 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    p         retrain_policies;
-    w         record;
-    v_fired   jsonb := '{}';
+    p          retrain_policies;
+    v_after    bigint;
+    v_error    double precision;   -- the champion's own holdout error
+    v_limit    double precision;
+    v_rows     integer;
+    v_wrong    integer;
+    v_fired    jsonb := '{}';
 BEGIN
     SELECT * INTO p FROM retrain_policy_for(p_model_name);
     IF NOT p.enabled THEN
@@ -456,18 +427,37 @@ BEGIN
                                       'threshold', p.error_rate_threshold,
                                       'row_id', p_max_error_row_id);
     END IF;
+
     IF p_newest_wrong_id IS NOT NULL THEN
-        -- The lock first, then the window in a statement of its own: it sees
-        -- the rows of every writer of the model that held the lock before.
+        -- The lock first, then the window in statements of their own: they
+        -- see the rows of every writer of the model that held it before.
         PERFORM retrain_lock_model(p_model_name);
-        SELECT * INTO w FROM retrain_error_window(p_model_name);
-        IF w.window_rows >= p.min_error_rows
-           AND w.wrong_rows::double precision / w.window_rows > w.error_limit THEN
+        -- The window starts after the newest row the last successful
+        -- retrain learned from.
+        SELECT coalesce(max(e.trained_through_id), 0) INTO v_after
+        FROM (SELECT trained_through_id FROM retrain_events
+              WHERE model_name = p_model_name AND status = 'succeeded'
+              ORDER BY finished_at DESC LIMIT 1) AS e;
+        SELECT count(*), count(*) FILTER (WHERE w.label <> w.prediction) INTO v_rows, v_wrong
+        FROM (SELECT t.label, t.prediction
+              FROM training_data AS t
+              WHERE t.model_name = p_model_name
+                AND t.label IS NOT NULL AND t.prediction IS NOT NULL
+                -- A row comparison that only training_data_model_id_idx
+                -- serves: the generic plan would otherwise walk the primary
+                -- key backwards.
+                AND (t.model_name, t.id) > (p_model_name, v_after)
+              ORDER BY t.model_name DESC, t.id DESC
+              LIMIT p.error_window) AS w;
+        SELECT 1 - c.accuracy INTO v_error FROM retrain_champion(p_model_name) AS c;
+        -- greatest() skips NULL: no champion, or no margin.
+        v_limit := greatest(p.error_rate_threshold, v_error + p.error_rate_margin);
+        IF v_rows >= p.min_error_rows AND v_wrong::double precision / v_rows > v_limit THEN
             v_fired := v_fired || jsonb_build_object(
-                'rolling_error_rate', w.wrong_rows::double precision / w.window_rows,
-                'window_rows', w.window_rows,
-                'rolling_threshold', w.error_limit,
-                'champion_error', w.champion_error,
+                'rolling_error_rate', v_wrong::double precision / v_rows,
+                'window_rows', v_rows,
+                'rolling_threshold', v_limit,
+                'champion_error', v_error,
                 'newest_row_id', p_newest_wrong_id);
         END IF;
     END IF;
@@ -478,10 +468,8 @@ END;
 $$;
 
 -- Statement-level, so that a bulk COPY pays a few set-based queries, not a
--- query per row. One statement finds the models for which something may
--- fire: a row over the policy's error_rate_threshold, or a wrong
--- prediction. For most statements it returns nothing, and that is all they
--- cost. bench/insert_overhead.py measures it.
+-- query per row. bench/insert_overhead.py and bench/insert_instructions.py
+-- measure it.
 CREATE FUNCTION training_data_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -495,6 +483,20 @@ DECLARE
     m         record;
     v_row_id  bigint;
 BEGIN
+    -- Most statements of an ETL job's INSERTs are one row that can fire
+    -- nothing: a right prediction (or none), an error_rate not above the
+    -- threshold. They cost this one statement. The row count is checked
+    -- first: uncorrelated, it is evaluated once, so a COPY stops there.
+    PERFORM FROM inserted_rows AS n
+    WHERE NOT EXISTS (SELECT FROM inserted_rows OFFSET 1)
+      AND (n.label <> n.prediction
+           OR n.error_rate > (SELECT p.error_rate_threshold
+                              FROM retrain_policy_for(n.model_name) AS p)) IS NOT TRUE;
+    IF FOUND THEN
+        RETURN NULL;
+    END IF;
+
+    -- Any other statement: per model, what may fire.
     FOR m IN
         SELECT s.model_name, s.max_error_rate, s.newest_wrong_id,
                s.max_error_rate > p.error_rate_threshold AS over

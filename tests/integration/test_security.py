@@ -76,7 +76,7 @@ def test_trigger_functions_are_security_definer_with_a_fixed_search_path(conn):
     assert rows
     # SQL helpers go without, so that they are inlined: they touch no table,
     # or run as the caller and are called from functions that pin it.
-    inlined = {"retrain_reason_rank", "retrain_lock_model", "retrain_try_lock_model",
+    inlined = {"retrain_lock_model", "retrain_try_lock_model",
                "retrain_exceeds", "drift_bin", "retrain_policy_for", "retrain_champion"}
     for name, secdef, config in rows:
         if name in inlined:
