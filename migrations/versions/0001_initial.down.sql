@@ -3,7 +3,6 @@
 -- retrain_policies); dropping a table drops its triggers and indexes.
 DROP VIEW model_status, feature_drift, retrain_models;
 DROP FUNCTION refresh_drift(text);
-DROP FUNCTION drift_refresh_model(text);
 DROP FUNCTION store_drift_baseline(text, text, bigint, integer, bigint, jsonb);
 DROP FUNCTION drift_bin(text, double precision[], text[], jsonb);
 DROP FUNCTION check_retrain_schedules();
@@ -16,12 +15,10 @@ DROP FUNCTION training_data_after_update();
 DROP FUNCTION training_data_after_insert();
 DROP FUNCTION retrain_check_training_rows(text, double precision, bigint, bigint);
 DROP FUNCTION retrain_champion(text);
-DROP FUNCTION retrain_exceeds(double precision, double precision);
 DROP FUNCTION record_retrain_event(text, jsonb);
 DROP FUNCTION retrain_merge_details(jsonb, jsonb);
 DROP FUNCTION retrain_due_at(text);
 DROP FUNCTION retrain_futile_streak(text);
-DROP FUNCTION retrain_try_lock_model(text);
 DROP FUNCTION retrain_lock_model(text);
 DROP TABLE retrain_schedule_periods, retrain_events;
 DROP DOMAIN retrain_event_reason, retrain_event_status;

@@ -24,8 +24,8 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="f867fa667dd677f8932457585ed8f73292b9550107732fe743f126410dd47b1e")
+    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="7c5a9fd1fd11031e9e4bb72cb283b3afb9301e2d0f971908dccf78de98cc2888")
 
 
 def downgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.down.sql", sha256="ef9979206393e08634aa48cbc78ce67a71b6b93156343fb329fb40369dcb214a")
+    apply_frozen_sql(op, HERE / "0001_initial.down.sql", sha256="7a1d4e28c94b2ccd247191dba0124e537d1b5da245feea00372cc349221090be")

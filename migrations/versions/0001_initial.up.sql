@@ -12,9 +12,7 @@
 -- (the migration sets "<schema>, pg_temp"), except small SQL helpers that
 -- PostgreSQL inlines into the functions that call them.
 
--- ---------------------------------------------------------------------------
--- Tables written by users
--- ---------------------------------------------------------------------------
+-- == Tables written by users ================================================
 
 CREATE TABLE training_data (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -45,8 +43,7 @@ CREATE TABLE model_metrics (
     model_version  text,
     accuracy       double precision
         CONSTRAINT accuracy_between_0_and_1 CHECK (accuracy BETWEEN 0 AND 1),
-    -- ">= 0" alone would accept NaN (it sorts above everything); "< Infinity"
-    -- rejects NaN and Infinity both.
+    -- ">= 0" alone would accept NaN, which sorts above everything.
     drift_score    double precision
         CONSTRAINT drift_score_at_least_0_and_finite
         CHECK (drift_score >= 0 AND drift_score < 'Infinity'::double precision),
@@ -56,13 +53,10 @@ CREATE TABLE model_metrics (
     recorded_at    timestamptz NOT NULL DEFAULT now()
 );
 
--- "The newest earlier row of the same model and source" and "the newest
--- value since the last retrain" walk this index backwards.
+-- The model's newest earlier row (of a source) walks this index backwards.
 CREATE INDEX model_metrics_model_source_id_idx ON model_metrics (model_name, source, id);
 
--- ---------------------------------------------------------------------------
--- Policies
--- ---------------------------------------------------------------------------
+-- == Policies ===============================================================
 
 CREATE TABLE retrain_policies (
     model_name               text PRIMARY KEY
@@ -95,25 +89,22 @@ CREATE TABLE retrain_policies (
         CONSTRAINT error_window_positive CHECK (error_window > 0),
     min_error_rows           integer NOT NULL DEFAULT 50
         CONSTRAINT min_error_rows_positive CHECK (min_error_rows > 0),
-    -- The rolling error rate fires above the champion's own holdout error
-    -- plus this, when that is above error_rate_threshold; NULL: the
-    -- threshold alone.
+    -- The rolling error rate fires above the larger of error_rate_threshold
+    -- and the champion's own holdout error plus this (NULL: the threshold).
     error_rate_margin        double precision DEFAULT 0.05
         CONSTRAINT error_rate_margin_between_0_and_1 CHECK (error_rate_margin BETWEEN 0 AND 1),
     drift_min_rows           integer NOT NULL DEFAULT 200
         CONSTRAINT drift_min_rows_positive CHECK (drift_min_rows > 0),
     drift_window             integer NOT NULL DEFAULT 1000
         CONSTRAINT drift_window_positive CHECK (drift_window > 0),
-    -- Futile retrains back off: after this many automatic retrains in a row
-    -- that were not promoted, the model's next automatic events wait
-    -- futile_backoff, doubling with each further one.
+    -- After this many automatic retrains in a row without promotion, the
+    -- next automatic events wait futile_backoff, doubling with each further one.
     futile_retrains          integer NOT NULL DEFAULT 3
         CONSTRAINT futile_retrains_positive CHECK (futile_retrains > 0),
     futile_backoff           interval NOT NULL DEFAULT '1 hour'
         CONSTRAINT futile_backoff_not_negative CHECK (futile_backoff >= '0'::interval)
         CONSTRAINT futile_backoff_at_most_10_years CHECK (futile_backoff <= '10 years'::interval),
-    -- What training needs. training_window NULL = adaptive: the worker picks
-    -- the window on a validation slice.
+    -- What training needs; training_window NULL: the worker picks it.
     estimator                text NOT NULL DEFAULT 'hist_gradient_boosting'
         CONSTRAINT estimator_is_known CHECK (estimator IN (
             'hist_gradient_boosting', 'logistic_regression', 'random_forest')),
@@ -173,13 +164,10 @@ CREATE TRIGGER retrain_policies_keep_default
     BEFORE TRUNCATE ON retrain_policies
     FOR EACH STATEMENT EXECUTE FUNCTION retrain_policies_before_write();
 
--- ---------------------------------------------------------------------------
--- The queue and audit log
--- ---------------------------------------------------------------------------
+-- == The queue and audit log ================================================
 
--- Reason and status are text checked by domains: PostgreSQL prepares a
--- domain's CHECK once per session, a table's on every statement that writes
--- the table (a third of the cost of extending a pending event).
+-- Domains: PostgreSQL prepares a domain's CHECK once per session, a table's on
+-- every statement that writes it (a third of the cost of extending an event).
 CREATE DOMAIN retrain_event_reason AS text
     CONSTRAINT reason_is_known CHECK (VALUE IN (
         'error_rate', 'performance', 'accuracy_drop', 'drift_and_accuracy',
@@ -205,15 +193,13 @@ CREATE TABLE retrain_events (
     error               text,
     mlflow_run_id       text,
     model_version       text,
-    accuracy            double precision,    -- the challenger's, on the holdout
-    champion_accuracy   double precision,    -- the champion's, on the same holdout
+    accuracy            double precision,   -- the challenger's, on the holdout
+    champion_accuracy   double precision,   -- the champion's, on the same holdout
     promoted            boolean,
-    rows_used           integer,             -- rows the registered model learned from
+    rows_used           integer,            -- rows the registered model learned from
     holdout_rows        integer,
-    training_window     integer,             -- rows in the window the worker chose
-    -- The newest training_data id the registered model learned from: the
-    -- rolling error window starts after it.
-    trained_through_id  bigint
+    training_window     integer,            -- rows in the window the worker chose
+    trained_through_id  bigint              -- the newest of them: windows start after it
 );
 
 -- One pending event per model, enforced by the database.
@@ -231,18 +217,14 @@ CREATE INDEX retrain_events_running_heartbeat_idx
 CREATE INDEX retrain_events_finished_idx
     ON retrain_events (model_name, finished_at) WHERE status IN ('succeeded', 'failed');
 
--- Schedule periods already fired, so that concurrent schedule checks record
--- one schedule event per model and period.
+-- Schedule periods fired: concurrent checks record one event per period.
 CREATE TABLE retrain_schedule_periods (
     model_name    text NOT NULL,
     period_start  timestamptz NOT NULL,
-    event_id      bigint,
     PRIMARY KEY (model_name, period_start)
 );
 
--- ---------------------------------------------------------------------------
--- Recording an event
--- ---------------------------------------------------------------------------
+-- == Recording an event =====================================================
 
 -- Whoever records or releases a model's event takes this lock first, held to
 -- the end of the transaction: writers of one model take turns, and each one
@@ -253,14 +235,6 @@ LANGUAGE sql
 -- No SET clause, so that it is inlined: it touches no table.
 AS $$
     SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
-$$;
-
--- The same lock if it is free now, else false.
-CREATE FUNCTION retrain_try_lock_model(p_model_name text)
-RETURNS boolean
-LANGUAGE sql
-AS $$
-    SELECT pg_try_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
 $$;
 
 -- Futile retrains: automatic retrains that succeeded without promotion since
@@ -338,9 +312,6 @@ BEGIN
     v_reasons := ARRAY(SELECT r FROM jsonb_object_keys(p_observed) AS r
                        ORDER BY array_position(ARRAY['error_rate', 'performance', 'accuracy_drop',
                            'drift_and_accuracy', 'drift', 'schedule', 'manual'], r));
-    IF cardinality(v_reasons) = 0 THEN
-        RETURN NULL;
-    END IF;
     v_manual := 'manual' = ANY (v_reasons);
     PERFORM retrain_lock_model(p_model_name);
 
@@ -369,18 +340,7 @@ BEGIN
 END;
 $$;
 
--- Rounds away float noise (0.9 - 0.85 = 0.05000000000000004) so that
--- "more than tolerance" means what a person reading the numbers expects.
-CREATE FUNCTION retrain_exceeds(p_value double precision, p_limit double precision)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT round(p_value::numeric, 12) > round(p_limit::numeric, 12)
-$$;
-
--- ---------------------------------------------------------------------------
--- training_data: error_rate
--- ---------------------------------------------------------------------------
+-- == training_data: error_rate ==============================================
 
 -- The champion: the model's latest promoted, succeeded retrain.
 CREATE FUNCTION retrain_champion(p_model_name text)
@@ -393,13 +353,10 @@ AS $$
     LIMIT 1
 $$;
 
--- The error_rate decision for one model after a statement added or changed
--- some of its rows: p_max_error_rate is the highest error_rate among them
--- (p_max_error_row_id the row), p_newest_wrong_id the newest of them whose
--- prediction is wrong. The rolling error window (the model's newest
--- error_window rows with a label and a prediction, after the rows its last
--- successful retrain learned from) is read only then: a correct prediction
--- cannot raise its rate.
+-- The error_rate decision for a model after a statement added or changed
+-- rows of it: p_max_error_rate is their highest error_rate (p_max_error_row_id
+-- its row), p_newest_wrong_id the newest of them with a wrong prediction. Only
+-- then is the rolling window read: a right prediction cannot raise its rate.
 CREATE FUNCTION retrain_check_training_rows(
     p_model_name text,
     p_max_error_rate double precision,
@@ -430,10 +387,9 @@ BEGIN
 
     IF p_newest_wrong_id IS NOT NULL THEN
         -- The lock first, then the window in statements of their own: they
-        -- see the rows of every writer of the model that held it before.
+        -- see the rows of every writer of the model that held it before. It
+        -- starts after the newest row the last successful retrain learned from.
         PERFORM retrain_lock_model(p_model_name);
-        -- The window starts after the newest row the last successful
-        -- retrain learned from.
         SELECT coalesce(max(e.trained_through_id), 0) INTO v_after
         FROM (SELECT trained_through_id FROM retrain_events
               WHERE model_name = p_model_name AND status = 'succeeded'
@@ -443,9 +399,8 @@ BEGIN
               FROM training_data AS t
               WHERE t.model_name = p_model_name
                 AND t.label IS NOT NULL AND t.prediction IS NOT NULL
-                -- A row comparison that only training_data_model_id_idx
-                -- serves: the generic plan would otherwise walk the primary
-                -- key backwards.
+                -- A row comparison only the model's index serves: a generic
+                -- plan would otherwise walk the primary key backwards.
                 AND (t.model_name, t.id) > (p_model_name, v_after)
               ORDER BY t.model_name DESC, t.id DESC
               LIMIT p.error_window) AS w;
@@ -467,16 +422,14 @@ BEGIN
 END;
 $$;
 
--- Statement-level, so that a bulk COPY pays a few set-based queries, not a
--- query per row. bench/insert_overhead.py and bench/insert_instructions.py
--- measure it.
+-- Statement-level: a bulk COPY pays a few set-based queries, not a query per
+-- row (bench/insert_overhead.py and insert_instructions.py measure it).
 CREATE FUNCTION training_data_after_insert()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path FROM CURRENT
--- The planner prices a 200k-row transition table high enough to JIT-compile
--- the statement, which costs far more than it saves on a write path.
+-- JIT compiling for a 200k-row transition table costs more than it saves.
 SET jit = off
 AS $$
 DECLARE
@@ -484,9 +437,8 @@ DECLARE
     v_row_id  bigint;
 BEGIN
     -- Most statements of an ETL job's INSERTs are one row that can fire
-    -- nothing: a right prediction (or none), an error_rate not above the
-    -- threshold. They cost this one statement. The row count is checked
-    -- first: uncorrelated, it is evaluated once, so a COPY stops there.
+    -- nothing, and cost this one statement. The row count is checked first:
+    -- uncorrelated, it is evaluated once, so a COPY stops there.
     PERFORM FROM inserted_rows AS n
     WHERE NOT EXISTS (SELECT FROM inserted_rows OFFSET 1)
       AND (n.label <> n.prediction
@@ -592,9 +544,7 @@ CREATE TRIGGER training_data_truncated
     AFTER TRUNCATE ON training_data
     FOR EACH STATEMENT EXECUTE FUNCTION training_data_after_truncate();
 
--- ---------------------------------------------------------------------------
--- model_metrics: performance, accuracy_drop, drift_and_accuracy, drift
--- ---------------------------------------------------------------------------
+-- == model_metrics: performance, accuracy_drop, drift_and_accuracy, drift ===
 
 CREATE FUNCTION model_metrics_after_write()
 RETURNS trigger
@@ -607,7 +557,7 @@ DECLARE
     v_fired         jsonb := '{}';
     v_previous      double precision;
     v_champion      double precision;
-    v_since         bigint;
+    v_other         model_metrics;
     v_drift         double precision := NEW.drift_score;
     v_drift_row     bigint := NEW.id;
     v_accuracy      double precision := NEW.accuracy;
@@ -623,9 +573,8 @@ BEGIN
             'accuracy', NEW.accuracy, 'min_accuracy', p.min_accuracy, 'metric_id', NEW.id));
     END IF;
 
-    -- accuracy_drop: against the previous value (OLD on UPDATE, else the
-    -- newest earlier row of the same model and source), or else the
-    -- champion's training accuracy.
+    -- accuracy_drop: against the previous value (OLD on UPDATE, else the newest
+    -- earlier row of the model and source), or else the champion's accuracy.
     IF NEW.accuracy IS NOT NULL THEN
         IF TG_OP = 'UPDATE' THEN
             v_previous := OLD.accuracy;
@@ -638,11 +587,13 @@ BEGIN
             LIMIT 1;
         END IF;
         SELECT c.accuracy INTO v_champion FROM retrain_champion(NEW.model_name) AS c;
-        IF retrain_exceeds(v_previous - NEW.accuracy, p.accuracy_drop_tolerance) THEN
+        -- Rounded, so that float noise (0.9 - 0.85 = 0.05000000000000004) is
+        -- not "more than" a tolerance of 0.05.
+        IF round((v_previous - NEW.accuracy)::numeric, 12) > round(p.accuracy_drop_tolerance::numeric, 12) THEN
             v_fired := v_fired || jsonb_build_object('accuracy_drop', jsonb_build_object(
                 'accuracy', NEW.accuracy, 'previous_accuracy', v_previous,
                 'tolerance', p.accuracy_drop_tolerance, 'metric_id', NEW.id));
-        ELSIF retrain_exceeds(v_champion - NEW.accuracy, p.accuracy_drop_tolerance) THEN
+        ELSIF round((v_champion - NEW.accuracy)::numeric, 12) > round(p.accuracy_drop_tolerance::numeric, 12) THEN
             v_fired := v_fired || jsonb_build_object('accuracy_drop', jsonb_build_object(
                 'accuracy', NEW.accuracy, 'champion_accuracy', v_champion,
                 'tolerance', p.accuracy_drop_tolerance, 'metric_id', NEW.id));
@@ -650,26 +601,24 @@ BEGIN
     END IF;
 
     -- A row that carries only one of drift and accuracy takes the other from
-    -- the model's newest value since its last successful retrain (whose own
-    -- 'retrain' row counts).
+    -- the model's newest row that has it, since its last successful retrain
+    -- (whose own 'retrain' row counts).
     IF (v_drift IS NULL) <> (v_accuracy IS NULL) THEN
-        SELECT max(mm.id) INTO v_since
+        SELECT mm.* INTO v_other
         FROM model_metrics AS mm
-        WHERE mm.model_name = NEW.model_name AND mm.source = 'retrain' AND mm.id <> NEW.id;
+        WHERE mm.model_name = NEW.model_name AND mm.id <> NEW.id
+          AND (CASE WHEN v_drift IS NULL THEN mm.drift_score ELSE mm.accuracy END) IS NOT NULL
+          AND mm.id >= coalesce((SELECT max(r.id) FROM model_metrics AS r
+                                 WHERE r.model_name = NEW.model_name AND r.source = 'retrain'
+                                   AND r.id <> NEW.id), 0)
+        ORDER BY mm.id DESC
+        LIMIT 1;
         IF v_drift IS NULL THEN
-            SELECT mm.drift_score, mm.id INTO v_drift, v_drift_row
-            FROM model_metrics AS mm
-            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since, 0)
-              AND mm.id <> NEW.id AND mm.drift_score IS NOT NULL
-            ORDER BY mm.id DESC
-            LIMIT 1;
+            v_drift := v_other.drift_score;
+            v_drift_row := v_other.id;
         ELSE
-            SELECT mm.accuracy, mm.id INTO v_accuracy, v_accuracy_row
-            FROM model_metrics AS mm
-            WHERE mm.model_name = NEW.model_name AND mm.id >= coalesce(v_since, 0)
-              AND mm.id <> NEW.id AND mm.accuracy IS NOT NULL
-            ORDER BY mm.id DESC
-            LIMIT 1;
+            v_accuracy := v_other.accuracy;
+            v_accuracy_row := v_other.id;
         END IF;
     END IF;
 
@@ -705,13 +654,10 @@ CREATE TRIGGER model_metrics_check_updated
                             OR OLD.drift_score IS DISTINCT FROM NEW.drift_score))
     EXECUTE FUNCTION model_metrics_after_write();
 
--- ---------------------------------------------------------------------------
--- Known models, manual requests and schedules
--- ---------------------------------------------------------------------------
+-- == Known models, manual requests and schedules ============================
 
--- Every model pg-retrain knows of: with training rows, metrics, a policy of
--- its own or events. Distinct names are read by skipping through the
--- indexes, one probe per model, so nothing scans training_data.
+-- Every model with training rows, metrics or a policy of its own, found by
+-- skipping through the indexes (a probe per model, no scan).
 CREATE VIEW retrain_models AS
 WITH RECURSIVE trained(model_name) AS (
     SELECT min(model_name) FROM training_data
@@ -726,8 +672,7 @@ WITH RECURSIVE trained(model_name) AS (
 )
 SELECT model_name FROM trained WHERE model_name IS NOT NULL
 UNION SELECT model_name FROM measured WHERE model_name IS NOT NULL
-UNION SELECT model_name FROM retrain_policies WHERE model_name <> 'default'
-UNION SELECT DISTINCT model_name FROM retrain_events;
+UNION SELECT model_name FROM retrain_policies WHERE model_name <> 'default';
 
 -- `worker trigger MODEL`: a manual event, even under a disabled policy and
 -- inside the cooldown. Unknown models are refused.
@@ -751,12 +696,11 @@ BEGIN
 END;
 $$;
 
--- Records a schedule event for every model whose schedule_interval has
--- passed since its last successful retrain (or that never trained and has
--- min_training_rows labelled rows), unless a retrain of it is running.
--- Safe to call from any number of workers and from pg_cron at once: the
--- period is claimed in retrain_schedule_periods before anything is recorded.
--- Returns the ids of the events recorded or extended.
+-- Records a schedule event for each model whose schedule_interval has passed
+-- since its last successful retrain (never trained: with min_training_rows
+-- labelled rows, periods from the epoch), unless a retrain of it runs. Safe
+-- from any number of workers and pg_cron at once: the period is claimed in
+-- retrain_schedule_periods first. Returns the events recorded or extended.
 CREATE FUNCTION check_retrain_schedules()
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -764,48 +708,39 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    m         record;
-    v_period  timestamptz;
-    v_id      bigint;
+    m  record;
 BEGIN
     FOR m IN
-        SELECT r.model_name, p.schedule_interval, p.min_training_rows,
-               (SELECT max(e.finished_at) FROM retrain_events AS e
-                WHERE e.model_name = r.model_name AND e.status = 'succeeded') AS last_success
+        SELECT r.model_name, p.min_training_rows, p.schedule_interval, s.last_success,
+               a.anchor + p.schedule_interval * floor(extract(epoch FROM now() - a.anchor)
+                                                      / extract(epoch FROM p.schedule_interval))
+                   AS period_start
         FROM retrain_models AS r
         CROSS JOIN LATERAL retrain_policy_for(r.model_name) AS p
+        CROSS JOIN LATERAL (SELECT max(e.finished_at) AS last_success FROM retrain_events AS e
+                            WHERE e.model_name = r.model_name AND e.status = 'succeeded') AS s
+        CROSS JOIN LATERAL (SELECT coalesce(s.last_success, 'epoch') AS anchor) AS a
         WHERE p.enabled AND p.schedule_interval IS NOT NULL
+          AND (s.last_success IS NULL OR now() >= s.last_success + p.schedule_interval)
           AND NOT EXISTS (SELECT FROM retrain_events AS e
                           WHERE e.model_name = r.model_name AND e.status = 'running')
         ORDER BY r.model_name
     LOOP
-        IF m.last_success IS NULL THEN
-            CONTINUE WHEN (SELECT count(*) FROM (
-                               SELECT FROM training_data AS t
-                               WHERE t.model_name = m.model_name AND t.label IS NOT NULL
-                               LIMIT m.min_training_rows) AS s) < m.min_training_rows;
-            -- Never trained: periods are aligned to the epoch.
-            v_period := 'epoch'::timestamptz + m.schedule_interval * floor(
-                extract(epoch FROM now()) / extract(epoch FROM m.schedule_interval));
-        ELSE
-            CONTINUE WHEN now() < m.last_success + m.schedule_interval;
-            v_period := m.last_success + m.schedule_interval * floor(
-                extract(epoch FROM now() - m.last_success) / extract(epoch FROM m.schedule_interval));
-        END IF;
-
+        CONTINUE WHEN m.last_success IS NULL AND (
+            SELECT count(*) FROM (SELECT FROM training_data AS t
+                                  WHERE t.model_name = m.model_name AND t.label IS NOT NULL
+                                  LIMIT m.min_training_rows) AS l) < m.min_training_rows;
         -- A model at a time: one whose lock a writer holds past the caller's
         -- lock_timeout is skipped, with a warning; the others go on.
         BEGIN
             INSERT INTO retrain_schedule_periods (model_name, period_start)
-            VALUES (m.model_name, v_period)
+            VALUES (m.model_name, m.period_start)
             ON CONFLICT DO NOTHING;
             CONTINUE WHEN NOT FOUND;
-            v_id := record_retrain_event(m.model_name, jsonb_build_object('schedule', jsonb_build_object(
-                'schedule_interval', m.schedule_interval, 'last_success', m.last_success,
-                'period_start', v_period)));
-            UPDATE retrain_schedule_periods SET event_id = v_id
-            WHERE model_name = m.model_name AND period_start = v_period;
-            RETURN NEXT v_id;
+            RETURN NEXT record_retrain_event(m.model_name, jsonb_build_object(
+                'schedule', jsonb_build_object('schedule_interval', m.schedule_interval,
+                                               'last_success', m.last_success,
+                                               'period_start', m.period_start)));
         EXCEPTION WHEN lock_not_available THEN
             RAISE WARNING 'schedule check: model % skipped, a lock it needs is held', m.model_name;
         END;
@@ -813,17 +748,13 @@ BEGIN
 END;
 $$;
 
--- ---------------------------------------------------------------------------
--- The drift monitor (SPEC section 6)
--- ---------------------------------------------------------------------------
+-- == The drift monitor ======================================================
 --
--- A baseline is stored with each successful retrain: per feature, bins and
--- the share of the baseline rows in each. The recent rows are the model's
--- newest drift_window rows after after_row_id (the newest row the retrain
--- learned from): a sliding window, read again by each refresh that finds it
--- changed, so its cost follows the window, never the size of training_data,
--- and the insert path writes nothing for it. A row that commits late, or a
--- label that arrives later, is seen by the first refresh after it is visible.
+-- Each successful retrain stores a baseline: per feature, bins and the share
+-- of the baseline rows in each. The recent rows are the model's newest
+-- drift_window rows after after_row_id (the newest row the retrain learned
+-- from): a sliding window, read again when it changed, so its cost follows
+-- the window, never the size of training_data, and inserts write nothing.
 
 CREATE TABLE drift_baselines (
     model_name     text PRIMARY KEY,
@@ -863,9 +794,8 @@ CREATE TABLE drift_bins (
 );
 
 -- A value's bin, as worker/drift.py bins the baseline: -1 missing (absent,
--- JSON null, or not a number in a numeric feature); numeric: the number of
--- edges <= value; categorical: 1-based position of its text in categories,
--- 0 for any other.
+-- null, not a number in a numeric feature); numeric: the number of edges <=
+-- value; categorical: the position of its text in categories, 0 for others.
 CREATE FUNCTION drift_bin(p_kind text, p_edges double precision[], p_categories text[],
                           p_value jsonb)
 RETURNS integer
@@ -885,9 +815,8 @@ AS $$
     END
 $$;
 
--- The worker stores a baseline in the transaction that records a successful
--- retrain. p_features: [{feature, kind, edges, categories,
--- bins: [{bin, label, share}]}].
+-- Stored with a successful retrain's outcome. p_features: [{feature, kind,
+-- edges, categories, bins: [{bin, label, share}]}].
 CREATE FUNCTION store_drift_baseline(
     p_model_name text, p_model_version text, p_event_id bigint,
     p_baseline_rows integer, p_after_row_id bigint, p_features jsonb)
@@ -932,123 +861,92 @@ CROSS JOIN LATERAL (
           WHERE b.model_name = f.model_name AND b.feature = f.feature) AS x
 ) AS s;
 
--- Brings one model's window up to date, if another refresh is not doing it
--- now and it changed since the last refresh (new rows, late commits, labels
--- or predictions that arrived). Once the window holds drift_min_rows rows,
--- a changed window is reported as a 'monitor' row of model_metrics, which
--- fires the checks (drift_and_accuracy, drift, performance, accuracy_drop).
--- That needs the model's lock: while a writer of the model holds it, the
--- report waits for the next refresh.
-CREATE FUNCTION drift_refresh_model(p_model_name text,
-    OUT window_rows integer, OUT drift_score double precision,
-    OUT accuracy double precision, OUT reported boolean)
-LANGUAGE plpgsql
-SET search_path FROM CURRENT
-SET jit = off
-AS $$
-DECLARE
-    d        drift_baselines;
-    p        retrain_policies;
-    v_now    drift_baselines;
-BEGIN
-    SELECT * INTO d FROM drift_baselines AS b WHERE b.model_name = p_model_name
-    FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    SELECT * INTO p FROM retrain_policy_for(p_model_name);
-
-    SELECT count(*), count(*) FILTER (WHERE w.label IS NOT NULL AND w.prediction IS NOT NULL),
-           count(*) FILTER (WHERE w.label = w.prediction), coalesce(sum(w.id), 0)
-    INTO v_now.recent_rows, v_now.labelled_rows, v_now.correct_rows, v_now.id_sum
-    FROM (SELECT t.id, t.label, t.prediction
-          FROM training_data AS t
-          WHERE t.model_name = p_model_name AND (t.model_name, t.id) > (p_model_name, d.after_row_id)
-          ORDER BY t.model_name DESC, t.id DESC
-          LIMIT p.drift_window) AS w;
-    IF (v_now.recent_rows, v_now.labelled_rows, v_now.correct_rows, v_now.id_sum)
-       = (d.recent_rows, d.labelled_rows, d.correct_rows, d.id_sum) THEN
-        RETURN;
-    END IF;
-
-    IF v_now.id_sum <> d.id_sum THEN
-        WITH recent AS MATERIALIZED (
-            SELECT t.features
-            FROM training_data AS t
-            WHERE t.model_name = p_model_name AND (t.model_name, t.id) > (p_model_name, d.after_row_id)
-            ORDER BY t.model_name DESC, t.id DESC
-            LIMIT p.drift_window),
-        counted AS MATERIALIZED (
-            SELECT f.feature, drift_bin(f.kind, f.edges, f.categories, r.features -> f.feature) AS bin,
-                   count(*) AS n
-            FROM recent AS r
-            CROSS JOIN drift_features AS f
-            WHERE f.model_name = p_model_name
-            GROUP BY 1, 2)
-        UPDATE drift_bins AS b
-        SET recent_count = coalesce((SELECT c.n FROM counted AS c
-                                     WHERE c.feature = b.feature AND c.bin = b.bin), 0)
-        WHERE b.model_name = p_model_name;
-    END IF;
-    UPDATE drift_baselines AS b
-    SET recent_rows = v_now.recent_rows, refreshed_at = now()
-    WHERE b.model_name = p_model_name;
-
-    window_rows := v_now.recent_rows;
-    SELECT max(fd.psi) INTO drift_score FROM feature_drift AS fd WHERE fd.model_name = p_model_name;
-    accuracy := v_now.correct_rows::double precision / nullif(v_now.labelled_rows, 0);
-    reported := v_now.recent_rows >= least(p.drift_min_rows, p.drift_window);
-    IF reported THEN
-        reported := retrain_try_lock_model(p_model_name);
-        IF NOT reported THEN
-            RETURN;  -- the window is reported by the next refresh
-        END IF;
-        INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)
-        VALUES (p_model_name, d.model_version, accuracy, drift_score, 'monitor');
-    END IF;
-    UPDATE drift_baselines AS b
-    SET labelled_rows = v_now.labelled_rows, correct_rows = v_now.correct_rows,
-        id_sum = v_now.id_sum
-    WHERE b.model_name = p_model_name;
-END;
-$$;
-
--- Brings every model's drift monitor up to date (or p_model_name's only);
--- returns one row per model whose window changed. One model's failure (its
--- checks, a trigger of the user's) does not stop the others: it is logged as
--- a warning and tried again next time. Safe to call from any number of
--- workers at once, and from pg_cron. Runs with the caller's rights.
+-- Brings the drift monitor of every model (or p_model_name's) up to date;
+-- a row per model whose window changed (new rows, late commits, labels that
+-- arrived). Once the window holds drift_min_rows rows it is reported as a
+-- 'monitor' row of model_metrics, which fires the checks and so needs the
+-- model's lock: while a writer holds it, the next refresh reports. A model
+-- another refresh is at is skipped; one that fails is a warning. Safe from
+-- any number of workers and pg_cron at once; runs with the caller's rights.
 CREATE FUNCTION refresh_drift(p_model_name text DEFAULT NULL)
 RETURNS TABLE (model_name text, window_rows integer, drift_score double precision,
                accuracy double precision, reported boolean)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
+SET jit = off
 AS $$
 DECLARE
-    v_model  text;
+    d      drift_baselines;
+    p      retrain_policies;
+    v_now  drift_baselines;
 BEGIN
-    FOR v_model IN
-        SELECT b.model_name FROM drift_baselines AS b
+    FOR d IN
+        SELECT * FROM drift_baselines AS b
         WHERE p_model_name IS NULL OR b.model_name = p_model_name
         ORDER BY b.model_name
+        FOR UPDATE SKIP LOCKED
     LOOP
-        BEGIN
-            SELECT v_model, r.* INTO model_name, window_rows, drift_score, accuracy, reported
-            FROM drift_refresh_model(v_model) AS r;
-        EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'drift monitor: the refresh of model % failed: %', v_model, SQLERRM;
-            CONTINUE;
-        END;
-        IF window_rows IS NOT NULL THEN
+      BEGIN
+        SELECT * INTO p FROM retrain_policy_for(d.model_name);
+        SELECT count(*), count(*) FILTER (WHERE w.label IS NOT NULL AND w.prediction IS NOT NULL),
+               count(*) FILTER (WHERE w.label = w.prediction), coalesce(sum(w.id), 0)
+        INTO v_now.recent_rows, v_now.labelled_rows, v_now.correct_rows, v_now.id_sum
+        FROM (SELECT t.id, t.label, t.prediction FROM training_data AS t
+              WHERE t.model_name = d.model_name
+                AND (t.model_name, t.id) > (d.model_name, d.after_row_id)
+              ORDER BY t.model_name DESC, t.id DESC
+              LIMIT p.drift_window) AS w;
+        CONTINUE WHEN (v_now.recent_rows, v_now.labelled_rows, v_now.correct_rows, v_now.id_sum)
+                      = (d.recent_rows, d.labelled_rows, d.correct_rows, d.id_sum);
+        model_name := d.model_name;
+        window_rows := v_now.recent_rows;
+        accuracy := v_now.correct_rows::double precision / nullif(v_now.labelled_rows, 0);
+        drift_score := NULL;
+        reported := window_rows >= least(p.drift_min_rows, p.drift_window);
+        -- The lock retrain_lock_model takes, if it is free now.
+        IF reported AND NOT pg_try_advisory_xact_lock(
+                hashtextextended('pg-retrain/' || d.model_name, 0)) THEN
+            reported := false;
             RETURN NEXT;
+            CONTINUE;
         END IF;
+
+        WITH recent AS MATERIALIZED (
+            SELECT t.features FROM training_data AS t
+            WHERE t.model_name = d.model_name
+              AND (t.model_name, t.id) > (d.model_name, d.after_row_id)
+            ORDER BY t.model_name DESC, t.id DESC
+            LIMIT p.drift_window
+        ), counted AS MATERIALIZED (
+            SELECT f.feature, drift_bin(f.kind, f.edges, f.categories, r.features -> f.feature)
+                       AS bin, count(*) AS n
+            FROM recent AS r CROSS JOIN drift_features AS f
+            WHERE f.model_name = d.model_name
+            GROUP BY 1, 2)
+        UPDATE drift_bins AS b
+        SET recent_count = coalesce((SELECT c.n FROM counted AS c
+                                     WHERE c.feature = b.feature AND c.bin = b.bin), 0)
+        WHERE b.model_name = d.model_name;
+        UPDATE drift_baselines AS b
+        SET recent_rows = v_now.recent_rows, labelled_rows = v_now.labelled_rows,
+            correct_rows = v_now.correct_rows, id_sum = v_now.id_sum, refreshed_at = now()
+        WHERE b.model_name = d.model_name;
+
+        SELECT max(fd.psi) INTO drift_score FROM feature_drift AS fd
+        WHERE fd.model_name = d.model_name;
+        IF reported THEN
+            INSERT INTO model_metrics (model_name, model_version, accuracy, drift_score, source)
+            VALUES (d.model_name, d.model_version, accuracy, drift_score, 'monitor');
+        END IF;
+        RETURN NEXT;
+      EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'drift monitor: the refresh of model % failed: %', d.model_name, SQLERRM;
+      END;
     END LOOP;
 END;
 $$;
 
--- ---------------------------------------------------------------------------
--- Views for people
--- ---------------------------------------------------------------------------
+-- == Views for people =======================================================
 
 CREATE VIEW model_status AS
 SELECT m.model_name,
@@ -1096,13 +994,10 @@ LEFT JOIN LATERAL (
     SELECT e.id, e.reasons, e.run_after FROM retrain_events AS e
     WHERE e.model_name = m.model_name AND e.status = 'pending') AS pending ON true;
 
--- ---------------------------------------------------------------------------
--- Privileges
--- ---------------------------------------------------------------------------
+-- == Privileges =============================================================
 
--- Functions are executable by PUBLIC by default. The definer-rights entry
--- points are for the worker and operators only (sql/roles.sql grants them);
--- the trigger functions run only as triggers.
+-- The definer-rights entry points are for the worker and operators only
+-- (sql/roles.sql grants them); the trigger functions run only as triggers.
 REVOKE EXECUTE ON FUNCTION request_retrain(text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION check_retrain_schedules() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION record_retrain_event(text, jsonb) FROM PUBLIC;

@@ -76,8 +76,8 @@ def test_trigger_functions_are_security_definer_with_a_fixed_search_path(conn):
     assert rows
     # SQL helpers go without, so that they are inlined: they touch no table,
     # or run as the caller and are called from functions that pin it.
-    inlined = {"retrain_lock_model", "retrain_try_lock_model",
-               "retrain_exceeds", "drift_bin", "retrain_policy_for", "retrain_champion"}
+    inlined = {"retrain_lock_model",
+               "drift_bin", "retrain_policy_for", "retrain_champion"}
     for name, secdef, config in rows:
         if name in inlined:
             assert not secdef and not config, name
