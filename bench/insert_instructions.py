@@ -28,10 +28,6 @@ copy_off (triggers disabled), copy_quiet (5% wrong predictions),
 copy (15% wrong: the rolling window fires), copy_fire (error_rate above the
 threshold on every row, 5% wrong).
 
-With --floor, the quiet rows are also counted with the stripped-down
-trigger bodies of bench/trigger_floor.py (noop, noop_plain, read_row,
-read_model) in place of training_data_after_insert(): what any trigger
-costs here before it decides anything.
 """
 
 from __future__ import annotations
@@ -98,14 +94,6 @@ def as_server_user(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, **kwargs)
 
 
-def floor_body(variant: str) -> str:
-    """trigger_floor.py's variant as one line: the single-user backend ends a
-    statement at each newline."""
-    from trigger_floor import variant_sql
-
-    return " ".join(variant_sql(variant).split())
-
-
 def setup_lines(toggle: str) -> list[str]:
     """Triggers on or off, empty tables, the model known (as in any load
     after its first row)."""
@@ -120,10 +108,9 @@ def setup_lines(toggle: str) -> list[str]:
 
 
 def statements(case: str, rows: int, warmup: int) -> str:
-    toggle, error_rate, wrong_every = CASES.get(case, CASES["quiet"])
+    toggle, error_rate, wrong_every = CASES[case]
     lines = [
         "SET synchronous_commit = off",
-        *([floor_body(case)] if case not in CASES else []),
         *setup_lines(toggle),
         "PREPARE ins(int, text) AS INSERT INTO training_data "
         "(model_name, features, label, prediction, error_rate) VALUES ('churn', "
@@ -181,8 +168,6 @@ def main() -> int:
     parser.add_argument("--n1", type=int, default=100, help="statements in the short run (100)")
     parser.add_argument("--n2", type=int, default=300, help="statements in the long run (300)")
     parser.add_argument("--warmup", type=int, default=300, help="statements before either (300)")
-    parser.add_argument("--floor", action="store_true",
-                        help="also count the quiet rows under trigger_floor.py's bodies")
     parser.add_argument("--copy", type=int, default=0, metavar="N",
                         help="also count COPY: N and 2N rows per case (0: no COPY)")
     args = parser.parse_args()
@@ -211,9 +196,7 @@ def main() -> int:
             as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-w", "stop"],
                            check=True, capture_output=True)
         per_statement = {}
-        from trigger_floor import BODIES
-
-        for case in [*CASES, *(BODIES if args.floor else ())]:
+        for case in CASES:
             log(f"{case}: callgrind, {args.n1} and {args.n2} statements ...")
             short = count(binaries, data, work, case, args.n1, args.warmup)
             long = count(binaries, data, work, case, args.n2, args.warmup)
