@@ -1,8 +1,11 @@
-"""One retrain, start to finish: load the rows, train, compare with the
-champion on the same holdout, track in MLflow, return the outcome.
+"""One retrain, start to finish: load the rows, train a challenger, score
+the champion on the same holdout, decide, refit a promoted challenger on the
+newest rows, track it all in MLflow, and return the outcome.
 
-The database writes of the outcome happen in claiming.finish_succeeded, in
-one transaction with the retrain's model_metrics row.
+The decision itself (training.challenge) is plain data in, plain data out;
+this module adds the database, MLflow and the logs. The database writes of
+the outcome happen in claiming.finish_succeeded, in one transaction with the
+retrain's model_metrics row and the new drift baseline.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ from psycopg.rows import dict_row
 
 from . import drift
 from .claiming import Event
-from .db import one_line
 from .queries import query
 from .tracking import Tracker
-from .training import TrainingData, score, train
+from .training import Decision, TrainingData, challenge
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ def load_policy(conn: psycopg.Connection, model_name: str) -> dict:
 
 
 def load_training_data(conn: psycopg.Connection, model_name: str, limit: int) -> TrainingData:
-    """The model's newest labelled rows (up to ``limit``), oldest first."""
+    """The model's newest labelled rows (up to ``limit``), oldest first, with
+    the prediction served for each (None where there was none)."""
     rows = conn.execute(query("load_training_rows"),
                         {"model_name": model_name, "limit": limit}).fetchall()
     rows.reverse()
@@ -39,89 +42,126 @@ def load_training_data(conn: psycopg.Connection, model_name: str, limit: int) ->
         features=[r[1] for r in rows],
         labels=[r[2] for r in rows],
         row_ids=[r[0] for r in rows],
+        predictions=[r[3] for r in rows],
     )
 
 
 def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event,
             still_ours=lambda: None) -> dict:
     """Train a challenger for the event's model and decide on promotion.
-    Returns the outcome columns for retrain_events. ``still_ours`` raises
+    Returns the outcome for claiming.finish_succeeded. ``still_ours`` raises
     when the event was taken over; it is called before MLflow is written."""
     policy = load_policy(conn, event.model_name)
     data = load_training_data(conn, event.model_name, policy["max_training_rows"])
     log.info("event %s: loaded %d labelled rows of model %s",
              event.id, len(data), event.model_name)
 
-    trained = train(
-        data,
+    champion, champion_version = tracker.load_champion(event.model_name)
+    decision = challenge(
+        data, champion,
         estimator=policy["estimator"],
         min_training_rows=policy["min_training_rows"],
         holdout_fraction=policy["holdout_fraction"],
         training_window=policy["training_window"],
+        drift_threshold=policy["drift_threshold"],
         prefer_recent=bool(DRIFT_REASONS & set(event.reasons)),
     )
-    log.info("event %s: trained %s on the newest %d rows in %.1fs (windows tried: %s); "
-             "holdout accuracy %.4f on %d rows",
-             event.id, policy["estimator"], trained.training_rows, trained.seconds,
-             ", ".join(f"{w}={a:.3f}" for w, a in trained.windows_tried.items()),
-             trained.accuracy, trained.holdout_rows)
-
-    champion, champion_version = tracker.load_champion(event.model_name)
-    champion_accuracy = None
-    if champion is not None:
-        try:
-            champion_accuracy = score(champion, trained.holdout_features, trained.holdout_labels)
-        except Exception as exc:  # a champion that cannot score this data loses
-            log.warning("event %s: champion version %s cannot score the holdout: %s",
-                        event.id, champion_version, one_line(exc))
-            champion_accuracy = 0.0
-    promoted = champion_accuracy is None or trained.accuracy >= champion_accuracy
+    trained = decision.trained
+    split = trained.split
+    log.info("event %s: data window %d rows (%s), holdout %d, validation %d; chose %s on "
+             "%d rows (tried: %s); holdout accuracy %.4f",
+             event.id, split.n - split.start, _window_cause(decision), trained.holdout_rows,
+             split.holdout_start - split.valid_start, trained.estimator, trained.window,
+             ", ".join(f"{k}={v:.3f}" for k, v in trained.windows_tried.items()),
+             trained.accuracy)
+    if decision.champion_error:
+        log.warning("event %s: champion version %s cannot score the holdout: %s",
+                    event.id, champion_version, decision.champion_error)
 
     still_ours()
+    trained_through_id = decision.trained_through_id(data)
     run_id, version = tracker.log_retrain(
         model_name=event.model_name,
-        params={
-            "event_id": event.id,
-            "reasons": ",".join(event.reasons),
-            "estimator": policy["estimator"],
-            "rows_loaded": len(data),
-            "training_rows": trained.training_rows,
-            "holdout_rows": trained.holdout_rows,
-            "training_window": policy["training_window"] or "adaptive",
-            "windows_tried": trained.windows_tried,
-            "features": ",".join(sorted(trained.feature_kinds)),
-            "champion_version": champion_version or "",
-        },
+        params=_params(event, policy, data, decision, champion_version, trained_through_id),
         metrics={
-            "model_accuracy": trained.accuracy,
-            "champion_accuracy": champion_accuracy,
-            "training_rows": trained.training_rows,
+            "model_accuracy": decision.accuracy,
+            "champion_accuracy": decision.champion_accuracy,
+            "validation_accuracy": trained.validation_accuracy,
             "holdout_rows": trained.holdout_rows,
-            "train_seconds": trained.seconds,
+            "training_rows": trained.training_rows,
+            "registered_rows": decision.rows_used,
+            "train_seconds": decision.seconds,
         },
-        pipeline=trained.pipeline,
+        pipeline=decision.pipeline,
         input_example=trained.holdout_features.head(5),
-        promoted=promoted,
+        promoted=decision.promoted,
     )
-    if champion_accuracy is None:
+    if decision.champion_accuracy is None:
         verdict = "promoted: first champion"
-    elif promoted:
-        verdict = f"promoted over champion version {champion_version} ({champion_accuracy:.4f})"
+    elif decision.promoted:
+        verdict = (f"promoted over champion version {champion_version} "
+                   f"({decision.champion_accuracy:.4f})")
     else:
-        verdict = f"not promoted: champion version {champion_version} scores {champion_accuracy:.4f}"
-    log.info("event %s: model %s version %s accuracy %.4f, %s",
-             event.id, event.model_name, version, trained.accuracy, verdict)
-    # The drift baseline describes the data the model was trained for: its
-    # training window and the holdout, the newest rows.
-    used = data.features[len(data) - (trained.training_rows + trained.holdout_rows):]
-    baseline = drift.baseline(used, trained.feature_kinds)
+        verdict = (f"not promoted: champion version {champion_version} scores "
+                   f"{decision.champion_accuracy:.4f}")
+    log.info("event %s: model %s version %s accuracy %.4f, %s; registered after learning "
+             "from %d rows through id %s%s",
+             event.id, event.model_name, version, decision.accuracy, verdict,
+             decision.rows_used, trained_through_id,
+             " (refit with the holdout)" if decision.refit else "")
+
+    # The drift baseline describes where the inputs are now: the chosen
+    # window through the newest row.
+    rows = decision.baseline_rows(data)
     return {
-        "baseline": baseline,
-        "baseline_rows": len(used),
+        "baseline": drift.baseline(rows, decision.feature_kinds),
+        "baseline_rows": len(rows),
         "mlflow_run_id": run_id,
         "model_version": version,
-        "accuracy": trained.accuracy,
-        "champion_accuracy": champion_accuracy,
-        "promoted": promoted,
-        "rows_used": trained.training_rows + trained.holdout_rows,
+        "accuracy": decision.accuracy,
+        "champion_accuracy": decision.champion_accuracy,
+        "promoted": decision.promoted,
+        "rows_used": decision.rows_used,
+        "holdout_rows": trained.holdout_rows,
+        "training_window": trained.window,
+        "trained_through_id": trained_through_id,
+    }
+
+
+def _window_cause(decision: Decision) -> str:
+    split = decision.trained.split
+    if split.input_change is not None and split.input_change == split.n - split.start:
+        return "the inputs moved then"
+    if split.error_change is not None and split.error_change == split.n - split.start:
+        return "the served predictions' errors rose then"
+    if split.start == 0:
+        return "every row loaded"
+    return "the champion's window"
+
+
+def _params(event, policy, data, decision: Decision, champion_version, trained_through_id):
+    trained = decision.trained
+    split = trained.split
+    return {
+        "event_id": event.id,
+        "reasons": ",".join(event.reasons),
+        "estimator": policy["estimator"],
+        "estimator_chosen": trained.estimator,
+        "rows_loaded": len(data),
+        "training_window": policy["training_window"] or "adaptive",
+        "data_window_rows": split.n - split.start,
+        "data_window_cause": _window_cause(decision),
+        "error_change_rows": split.error_change,
+        "input_change_rows": split.input_change,
+        "holdout_rows": trained.holdout_rows,
+        "validation_rows": split.holdout_start - split.valid_start,
+        "window_rows": trained.window,
+        "windows_tried": trained.windows_tried,
+        "decision_training_rows": trained.training_rows,
+        "refit_on_holdout": decision.refit,
+        "registered_rows": decision.rows_used,
+        "registered_first_id": data.row_ids[trained.start] if data.row_ids else None,
+        "trained_through_id": trained_through_id,
+        "features": ",".join(sorted(trained.feature_kinds)),
+        "champion_version": champion_version or "",
     }
