@@ -299,6 +299,43 @@ def plot(database_url, model, output):
     click.echo(f"wrote {path}")
 
 
+@cli.command()
+@database_option
+@tracking_option
+@click.option("--model", default="demo", show_default=True, help="The demo model's name.")
+@click.option("--batches", type=click.IntRange(3, 10000),
+              help="Batches to stream (default 30; 16 with --fast).")
+@click.option("--batch-size", type=click.IntRange(20, 1000000),
+              help="Rows per batch (default 500; 300 with --fast).")
+@click.option("--seed", default=7, show_default=True, help="The data's random seed.")
+@click.option("--fast", is_flag=True, help="A shorter run: 16 batches of 300 rows.")
+@click.option("--reset", is_flag=True,
+              help="Start over: remove the model's rows, metrics, events, drift baseline "
+                   "and MLflow runs and models first.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG of the run (default: <model>-history.png in the current directory).")
+@click.pass_context
+def demo(ctx, database_url, tracking_uri, model, batches, batch_size, seed, fast, reset,
+         plot_path):
+    """The end-to-end demonstration: stream a drifting data set into
+    training_data as ETL would, let the triggers and the worker retrain, and
+    show what fired and why (docs/demo.md)."""
+    from click.core import ParameterSource
+
+    from . import demo as demonstration
+
+    options = demonstration.Options(
+        model=model, seed=seed, reset=reset, plot_path=plot_path,
+        batches=batches or (demonstration.FAST_BATCHES if fast else
+                            demonstration.DEFAULT_BATCHES),
+        batch_size=batch_size or (demonstration.FAST_BATCH_SIZE if fast else
+                                  demonstration.DEFAULT_BATCH_SIZE),
+        # The worker's own INFO lines only when --log-level was given.
+        worker_logs=ctx.find_root().get_parameter_source("log_level")
+        is not ParameterSource.DEFAULT)
+    sys.exit(demonstration.run(database_url, tracking_uri, options))
+
+
 @cli.group()
 def db():
     """The embedded PostgreSQL (used when DATABASE_URL is not set)."""
