@@ -2,13 +2,17 @@
 (tests/integration/test_fuzz_input.py against the database,
 tests/unit/test_fuzz_features.py against the training code).
 
-Everything is reproducible: the tests run with ``derandomize=True``.
+Everything is reproducible: the tests run with ``derandomize=True``, so CI
+sees the same examples every time. For a longer hunt on a laptop:
+``PG_RETRAIN_FUZZ_SCALE=20`` runs twenty times the examples, and
+``PG_RETRAIN_FUZZ_RANDOM=1`` draws new ones on every run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -18,7 +22,7 @@ from hypothesis import strategies as st
 #: fixture is per test function on purpose (tables are reset per example).
 FUZZ = settings(
     deadline=None,
-    derandomize=True,
+    derandomize=not os.environ.get("PG_RETRAIN_FUZZ_RANDOM"),
     database=None,
     print_blob=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -27,8 +31,9 @@ FUZZ = settings(
 
 
 def fuzz(max_examples: int):
-    """FUZZ with a number of examples."""
-    return settings(FUZZ, max_examples=max_examples)
+    """FUZZ with a number of examples (times PG_RETRAIN_FUZZ_SCALE)."""
+    scale = float(os.environ.get("PG_RETRAIN_FUZZ_SCALE", "1"))
+    return settings(FUZZ, max_examples=max(1, round(max_examples * scale)))
 
 
 # -- Text ----------------------------------------------------------------------

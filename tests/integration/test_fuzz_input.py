@@ -27,6 +27,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import psycopg
 import pytest
 from hypothesis import assume, given, note
+from hypothesis import event as event_stat
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 from psycopg import sql
 
@@ -679,3 +681,544 @@ def test_a_bad_copy_line_is_a_clear_error_that_rejects_the_whole_copy(db):
         # COPY names the line (and the column, where it knows it).
         assert "COPY training_data, line 2" in (err.value.diag.context or ""), line
         assert_nothing_happened(db, before)
+
+
+# -----------------------------------------------------------------------------
+# 3. Good statements record what SPEC section 2 says: an independent model
+
+ORDER = ["error_rate", "performance", "accuracy_drop", "drift_and_accuracy", "drift",
+         "schedule", "manual"]
+MODELS = ["m1", "ü-модель"]
+LABELS = [None, "a", "b", "é", "e\u0301", "x" * 3000, "x" * 2999 + "y"]
+#: Grid values (so that thresholds are met exactly: they must not fire) and
+#: random ones.
+UNIT = st.one_of(st.sampled_from([0.0, 0.05, 0.1, 0.15, 0.25, 1 / 3, 0.5, 0.75, 0.8, 0.85, 0.9,
+                                  0.95, 1.0, 5e-324, 1e-320]),
+                 st.floats(0, 1))
+#: error_rate: mostly none, often a few values (rows that share their error_rate).
+ERROR_RATE = st.one_of(st.none(), st.none(), st.sampled_from([0.5, 0.9]),
+                       st.sampled_from([0.0, 0.1, 0.5, 0.9, 1.0]), UNIT)
+DRIFT = st.one_of(st.sampled_from([0.0, 0.1, 0.25, 0.2500000000000001, 0.5, 2.5, 1e308]),
+                  st.floats(0, 10))
+
+
+@dataclass
+class Policy:
+    enabled: bool = True
+    error_rate_threshold: float = 0.1
+    min_accuracy: float = 0.8
+    accuracy_drop_tolerance: float = 0.05
+    drift_threshold: float = 0.25
+    combined_max_accuracy: float = 0.9
+    drift_alone: bool = False
+    cooldown: timedelta = timedelta(hours=1)
+    error_window: int = 200
+    min_error_rows: int = 50
+    error_rate_margin: float | None = 0.05
+    futile_retrains: int = 3
+    futile_backoff: timedelta = timedelta(hours=1)
+
+
+def policies() -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries({
+        "enabled": st.one_of(st.just(True), st.booleans()),
+        "error_rate_threshold": st.one_of(st.sampled_from([0.0, 0.1, 0.5]), UNIT),
+        "min_accuracy": UNIT,
+        "accuracy_drop_tolerance": st.one_of(st.sampled_from([0.0, 0.05, 0.1, 0.2]), UNIT),
+        "drift_threshold": DRIFT,
+        "combined_max_accuracy": UNIT,
+        "drift_alone": st.booleans(),
+        "cooldown": st.sampled_from([timedelta(0), timedelta(hours=1)]),
+        "error_window": st.integers(1, 6),
+        "min_error_rows": st.one_of(st.integers(1, 2), st.integers(1, 6)),
+        "error_rate_margin": st.one_of(st.none(), st.sampled_from([0.0, 0.05, 0.3]), UNIT),
+        "futile_retrains": st.sampled_from([1, 2, 1000]),
+        "futile_backoff": st.sampled_from([timedelta(0), timedelta(hours=1)]),
+    })
+
+
+def _numbers_exact(value):
+    """Numbers as jsonb holds a float8: its shortest text, exactly (1e308 is
+    no Python int when read back)."""
+    if isinstance(value, dict):
+        return {k: _numbers_exact(v) for k, v in value.items()}
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    return Decimal(repr(value))
+
+
+def r12(x: float) -> Decimal:
+    """round(x::numeric, 12) as PostgreSQL computes it: float8 to numeric
+    keeps 15 significant digits, then rounds half away from zero."""
+    return Decimal(format(x, ".15g")).quantize(Decimal("1e-12"), rounding=ROUND_HALF_UP)
+
+
+@dataclass
+class Event:
+    model: str
+    status: str
+    reason: str
+    reasons: list
+    details: dict
+    id: int | None = None
+    created_at: object = None
+    run_after: object = None
+    not_before: list = field(default_factory=list)   # run_after = max(created_at, *these)
+    finished_at: object = None
+    accuracy: float | None = None
+    promoted: bool | None = None
+    trained_through_id: int | None = None
+
+
+class Rules:
+    """SPEC section 2 and the rules documented in sql/schema.sql, in plain
+    Python over plain lists: what each statement must record and notify."""
+
+    def __init__(self):
+        self.policies = {"default": Policy()}
+        self.rows: dict[int, dict] = {}
+        self.metrics: dict[int, dict] = {}
+        self.events: list[Event] = []
+        self.next_row = self.next_metric = 1
+        self.sent: list[tuple[Event, tuple]] = []   # notifications of the statement
+        self.fired: list[list[str]] = []             # what it fired (for statistics)
+
+    def policy(self, model) -> Policy:
+        return self.policies.get(model, self.policies["default"])
+
+    def pending(self, model) -> Event | None:
+        found = [e for e in self.events if e.model == model and e.status == "pending"]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+    def _finished(self, model, statuses=("succeeded", "failed")):
+        return [e for e in self.events if e.model == model and e.status in statuses]
+
+    def champion_accuracy(self, model):
+        done = [e for e in self._finished(model, ("succeeded",)) if e.promoted]
+        return max(done, key=lambda e: e.finished_at).accuracy if done else None
+
+    # -- recording -------------------------------------------------------------
+
+    def record(self, model, observed: dict) -> None:
+        reasons = sorted(observed, key=ORDER.index)
+        self.fired.append([r if r != "error_rate" else
+                           "error_rate(" + "+".join(k for k in ("row_id", "newest_row_id")
+                                                    if k in observed[r]) + ")"
+                           for r in reasons])
+        event = self.pending(model)
+        if event is None:
+            event = Event(model, "pending", reasons[0], list(reasons), {},
+                          not_before=self._not_before(model))
+            self.events.append(event)
+        else:
+            event.reasons += [r for r in reasons if r not in event.reasons]
+        for reason, value in observed.items():
+            old = event.details.get(reason)
+            event.details[reason] = {"first": old["first"] if old else value, "latest": value,
+                                     "count": old["count"] + 1 if old else 1}
+        sent = (event, tuple(event.reasons))
+        # PostgreSQL delivers identical notifications of a transaction once.
+        if not any(s[0] is sent[0] and s[1] == sent[1] for s in self.sent):
+            self.sent.append(sent)
+
+    def _not_before(self, model) -> list:
+        """When a new automatic event may run, beside now: the cooldown after
+        the last finished retrain, and the futile-retrain backoff."""
+        p = self.policy(model)
+        finished = self._finished(model)
+        out = []
+        if finished:
+            out.append(max(e.finished_at for e in finished) + p.cooldown)
+        resets = [e.finished_at for e in finished if e.promoted is True or "manual" in e.reasons]
+        reset = max(resets) if resets else None
+        futile = [e.finished_at for e in self._finished(model, ("succeeded",))
+                  if e.promoted is False and "manual" not in e.reasons
+                  and (reset is None or e.finished_at > reset)]
+        if len(futile) >= p.futile_retrains:
+            k = min(len(futile) - p.futile_retrains, 20)
+            out.append(max(futile) + min(p.futile_backoff * 2**k, timedelta(days=7)))
+        return out
+
+    # -- training_data -----------------------------------------------------------
+
+    def insert_rows(self, rows: list[dict]) -> list[int]:
+        ids = []
+        for row in rows:
+            self.rows[self.next_row] = dict(row, id=self.next_row)
+            ids.append(self.next_row)
+            self.next_row += 1
+        self._training_statement([self.rows[i] for i in ids], [self.rows[i] for i in ids])
+        return ids
+
+    def update_rows(self, ids, changes: dict) -> None:
+        touched, changed = [], []
+        for i in ids:
+            row = self.rows[i]
+            new = dict(row, **changes) if "flip" not in changes else dict(
+                row, label=row["prediction"], prediction=row["label"])
+            keys = ("model_name", "label", "prediction", "error_rate")
+            if any(new[k] != row[k] for k in keys):
+                changed.append(new)
+            touched.append(new)
+            self.rows[i] = new
+        self._training_statement(changed, touched)
+
+    def delete_rows(self, ids) -> None:
+        for i in ids:
+            del self.rows[i]
+
+    def _training_statement(self, changed: list[dict], touched: list[dict]) -> None:
+        """Per model (in name order), once per statement: the highest
+        error_rate of the rows the statement added or changed, and the
+        rolling window when one of them brings a wrong prediction."""
+        for model in sorted({r["model_name"] for r in changed}):
+            p = self.policy(model)
+            if not p.enabled:
+                continue
+            mine = [r for r in changed if r["model_name"] == model]
+            rates = [r["error_rate"] for r in mine if r["error_rate"] is not None]
+            top = max(rates) if rates else None
+            wrong = [r["id"] for r in mine if r["label"] is not None
+                     and r["prediction"] is not None and r["label"] != r["prediction"]]
+            fired = {}
+            if top is not None and top > p.error_rate_threshold:
+                # The row that fired: SQL takes the lowest id with that
+                # error_rate among all the rows the statement touched, even
+                # unchanged ones (test_an_unchanged_row_is_not_the_row_that_fired).
+                fired.update(error_rate=top, threshold=p.error_rate_threshold,
+                             row_id=min(r["id"] for r in touched
+                                        if r["model_name"] == model and r["error_rate"] == top))
+            if wrong:
+                fired.update(self._rolling(model, p, max(wrong)))
+            if fired:
+                self.record(model, {"error_rate": fired})
+
+    def _rolling(self, model, p: Policy, newest_wrong: int) -> dict:
+        succeeded = self._finished(model, ("succeeded",))
+        after = (max(succeeded, key=lambda e: e.finished_at).trained_through_id or 0
+                 if succeeded else 0)
+        window = sorted((r for r in self.rows.values()
+                         if r["model_name"] == model and r["label"] is not None
+                         and r["prediction"] is not None and r["id"] > after),
+                        key=lambda r: r["id"], reverse=True)[:p.error_window]
+        wrong = sum(r["label"] != r["prediction"] for r in window)
+        champion = self.champion_accuracy(model)
+        own_error = None if champion is None else 1 - champion
+        limit = p.error_rate_threshold
+        if own_error is not None and p.error_rate_margin is not None:
+            limit = max(limit, own_error + p.error_rate_margin)
+        if len(window) >= p.min_error_rows and wrong / len(window) > limit:
+            if own_error is not None and limit > p.error_rate_threshold and \
+                    currently_in_test_context():
+                event_stat("the rolling error rate fired above the champion's error + margin")
+            return {"rolling_error_rate": wrong / len(window), "window_rows": len(window),
+                    "rolling_threshold": limit, "champion_error": own_error,
+                    "newest_row_id": newest_wrong}
+        return {}
+
+    # -- model_metrics -------------------------------------------------------------
+
+    def insert_metrics(self, rows: list[dict]) -> list[int]:
+        ids = []
+        for row in rows:
+            self.metrics[self.next_metric] = dict(row, id=self.next_metric)
+            ids.append(self.next_metric)
+            self.next_metric += 1
+        # Row triggers run after the statement, in row order, and see it whole.
+        for i in ids:
+            if self.metrics[i]["source"] != "retrain":
+                self._metric_checks(self.metrics[i], None)
+        return ids
+
+    def update_metric(self, metric_id, changes: dict) -> None:
+        old = self.metrics[metric_id]
+        new = self.metrics[metric_id] = dict(old, **changes)
+        if new["source"] != "retrain" and (new["accuracy"] != old["accuracy"]
+                                           or new["drift_score"] != old["drift_score"]):
+            self._metric_checks(new, old)
+
+    def _metric_checks(self, new: dict, old: dict | None) -> None:
+        model, p = new["model_name"], self.policy(new["model_name"])
+        if not p.enabled:
+            return
+        fired = {}
+        accuracy, drift = new["accuracy"], new["drift_score"]
+        if accuracy is not None and accuracy < p.min_accuracy:
+            fired["performance"] = {"accuracy": accuracy, "min_accuracy": p.min_accuracy,
+                                    "metric_id": new["id"]}
+        if accuracy is not None:
+            if old is not None:
+                previous = old["accuracy"]
+            else:
+                earlier = [m for m in self.metrics.values()
+                           if m["model_name"] == model and m["source"] == new["source"]
+                           and m["id"] < new["id"] and m["accuracy"] is not None]
+                previous = max(earlier, key=lambda m: m["id"])["accuracy"] if earlier else None
+            champion = self.champion_accuracy(model)
+            tolerance = r12(p.accuracy_drop_tolerance)
+            if previous is not None and r12(previous - accuracy) > tolerance:
+                fired["accuracy_drop"] = {"accuracy": accuracy, "previous_accuracy": previous,
+                                          "tolerance": p.accuracy_drop_tolerance,
+                                          "metric_id": new["id"]}
+            elif champion is not None and r12(champion - accuracy) > tolerance:
+                fired["accuracy_drop"] = {"accuracy": accuracy, "champion_accuracy": champion,
+                                          "tolerance": p.accuracy_drop_tolerance,
+                                          "metric_id": new["id"]}
+        drift_row = accuracy_row = new["id"]
+        if (drift is None) != (accuracy is None):
+            # The other value: the model's newest since its last retrain row.
+            retrains = [m["id"] for m in self.metrics.values() if m["model_name"] == model
+                        and m["source"] == "retrain" and m["id"] != new["id"]]
+            since = max(retrains, default=0)
+            wanted = "drift_score" if drift is None else "accuracy"
+            others = [m for m in self.metrics.values() if m["model_name"] == model
+                      and m["id"] != new["id"] and m[wanted] is not None and m["id"] >= since]
+            other = max(others, key=lambda m: m["id"]) if others else None
+            if drift is None:
+                drift, drift_row = (other["drift_score"], other["id"]) if other else (None, None)
+            else:
+                accuracy, accuracy_row = (other["accuracy"], other["id"]) if other else (None, None)
+        if (drift is not None and accuracy is not None and drift > p.drift_threshold
+                and accuracy < p.combined_max_accuracy):
+            fired["drift_and_accuracy"] = {
+                "drift_score": drift, "drift_threshold": p.drift_threshold, "accuracy": accuracy,
+                "combined_max_accuracy": p.combined_max_accuracy, "metric_id": new["id"],
+                "drift_metric_id": drift_row, "accuracy_metric_id": accuracy_row}
+        elif (p.drift_alone and new["drift_score"] is not None
+              and new["drift_score"] > p.drift_threshold):
+            fired["drift"] = {"drift_score": new["drift_score"],
+                              "drift_threshold": p.drift_threshold, "metric_id": new["id"]}
+        if fired:
+            self.record(model, fired)
+
+
+class Run:
+    """Runs statements on the database and on the model, and compares."""
+
+    def __init__(self, db: Db):
+        self.db = db
+        self.rules = Rules()
+        self.log: list[str] = []
+
+    def step(self, what: str, statement, effect) -> None:
+        """Run ``statement()`` on the database, ``effect()`` on the model;
+        then compare tables, events and notifications."""
+        self.log.append(what)
+        if currently_in_test_context():
+            note(what)
+        self.rules.sent, self.rules.fired = [], []
+        statement()
+        effect()
+        self.compare()
+        for fired in self.rules.fired if currently_in_test_context() else ():
+            event_stat(f"{what.split()[0]} fired {'+'.join(fired)}")
+
+    def compare(self) -> None:
+        db, rules = self.db, self.rules
+        got = db.execute("SELECT id, model_name, label, prediction, error_rate "
+                         "FROM training_data ORDER BY id").fetchall()
+        assert got == [(i, r["model_name"], r["label"], r["prediction"], r["error_rate"])
+                       for i, r in sorted(rules.rows.items())]
+        got = db.execute("SELECT id, model_name, accuracy, drift_score, source "
+                         "FROM model_metrics ORDER BY id").fetchall()
+        assert got == [(i, m["model_name"], m["accuracy"], m["drift_score"], m["source"])
+                       for i, m in sorted(rules.metrics.items())]
+        rows = db.execute("SELECT id, model_name, status, reason, reasons, details::text, "
+                          "created_at, run_after FROM retrain_events ORDER BY id").fetchall()
+        assert len(rows) == len(rules.events), (
+            f"{len(rows)} events, expected {len(rules.events)}: {rows}")
+        for row, event in zip(rows, rules.events):
+            id_, model, status, reason, reasons, details, created_at, run_after = row
+            if event.id is None:
+                event.id, event.created_at = id_, created_at
+                event.run_after = max([created_at, *event.not_before])
+                if event.run_after > created_at and currently_in_test_context():
+                    event_stat("a new event deferred (cooldown or futile backoff)")
+            assert (id_, model, status, reason, reasons) == (
+                event.id, event.model, event.status, event.reason, event.reasons)
+            assert _exact(details) == _numbers_exact(event.details), f"event {id_} of {model}"
+            assert run_after == event.run_after, f"run_after of event {id_}"
+        notified = [(n["id"], n["model_name"], tuple(n["reasons"]))
+                    for n in db.take_notifications()]
+        assert notified == [(e.id, e.model, reasons) for e, reasons in rules.sent]
+
+
+def _training_rows(data, n_min=1, n_max=1):
+    return data.draw(st.lists(st.fixed_dictionaries({
+        "model_name": st.sampled_from(MODELS),
+        "label": st.sampled_from(LABELS),
+        "prediction": st.sampled_from(LABELS),
+        "error_rate": ERROR_RATE,
+        "features": st.one_of(st.just({"x": 1}), flat_features(max_size=2)),
+    }), min_size=n_min, max_size=n_max), label="rows")
+
+
+def _metric_rows(data, n_min=1, n_max=1):
+    return data.draw(st.lists(st.fixed_dictionaries({
+        "model_name": st.sampled_from(MODELS),
+        "accuracy": st.one_of(st.none(), UNIT),
+        "drift_score": st.one_of(st.none(), DRIFT),
+        "source": st.sampled_from(["external", "external", "monitor", "retrain"]),
+    }), min_size=n_min, max_size=n_max), label="metrics")
+
+
+def _strip(rows):
+    return [{k: r[k] for k in ("model_name", "label", "prediction", "error_rate")} for r in rows]
+
+
+STEPS = ["insert", "insert", "insert many", "copy", "update", "update", "delete",
+         "metrics", "metrics", "metric update", "cancel", "start", "finish", "policy"]
+
+
+def _one_step(run: Run, data) -> None:
+    db, rules = run.db, run.rules
+    kind = data.draw(st.sampled_from(STEPS), label="step")
+    if kind in ("insert", "insert many", "copy"):
+        rows = _training_rows(data, *((1, 1) if kind == "insert" else (1, 5)))
+        full = [dict(r, features=r["features"]) for r in rows]
+        run.step(f"{kind} {_strip(rows)}",
+                 lambda: (copy_training if kind == "copy" else insert_training)(db, full),
+                 lambda: rules.insert_rows(_strip(rows)))
+    elif kind == "update" and rules.rows:
+        ids = data.draw(st.one_of(
+            st.lists(st.sampled_from(sorted(rules.rows)), min_size=1, max_size=4, unique=True),
+            # Every row of a model: some are left as they were.
+            st.sampled_from(MODELS).map(lambda m: sorted(
+                i for i, r in rules.rows.items() if r["model_name"] == m))), label="ids")
+        change = data.draw(st.one_of(
+            st.fixed_dictionaries({"label": st.sampled_from(LABELS)}),
+            st.fixed_dictionaries({"prediction": st.sampled_from(LABELS)}),
+            st.fixed_dictionaries({"error_rate": ERROR_RATE}),
+            st.fixed_dictionaries({"label": st.sampled_from(LABELS),
+                                   "prediction": st.sampled_from(LABELS),
+                                   "error_rate": ERROR_RATE}),
+            st.fixed_dictionaries({"model_name": st.sampled_from(MODELS)}),
+            st.just({"flip": True}),
+            st.just({"features": True}),
+        ), label="change")
+        if "flip" in change:
+            query = sql.SQL("UPDATE training_data SET label = prediction, prediction = label "
+                            "WHERE id = ANY(%s)")
+            params = [ids]
+        elif "features" in change:
+            query = sql.SQL("UPDATE training_data SET features = features || '{\"y\": 2}' "
+                            "WHERE id = ANY(%s)")
+            params, change = [ids], {}
+        else:
+            query = sql.SQL("UPDATE training_data SET {} WHERE id = ANY(%s)").format(
+                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in change))
+            params = [*change.values(), ids]
+        run.step(f"update {ids} {change}", lambda: db.execute(query, params),
+                 lambda: rules.update_rows(ids, change))
+    elif kind == "delete" and rules.rows:
+        ids = data.draw(st.lists(st.sampled_from(sorted(rules.rows)), min_size=1, max_size=3,
+                                 unique=True), label="ids")
+        run.step(f"delete {ids}",
+                 lambda: db.execute("DELETE FROM training_data WHERE id = ANY(%s)", [ids]),
+                 lambda: rules.delete_rows(ids))
+    elif kind == "metrics":
+        rows = _metric_rows(data, 1, 3)
+        full = [dict(r, model_version=None) for r in rows]
+        copy = data.draw(st.booleans(), label="copy")
+        run.step(f"metrics {'copy' if copy else 'insert'} {rows}",
+                 lambda: (copy_metrics if copy else insert_metrics)(db, full),
+                 lambda: rules.insert_metrics(rows))
+    elif kind == "metric update" and rules.metrics:
+        metric_id = data.draw(st.sampled_from(sorted(rules.metrics)), label="metric")
+        change = data.draw(st.one_of(
+            st.fixed_dictionaries({"accuracy": st.one_of(st.none(), UNIT)}),
+            st.fixed_dictionaries({"drift_score": st.one_of(st.none(), DRIFT)}),
+            st.fixed_dictionaries({"accuracy": st.one_of(st.none(), UNIT),
+                                   "drift_score": st.one_of(st.none(), DRIFT)})), label="change")
+        query = sql.SQL("UPDATE model_metrics SET {} WHERE id = %s").format(
+            sql.SQL(", ").join(sql.SQL("{} = %s::float8").format(sql.Identifier(c))
+                               for c in change))
+        run.step(f"metric-update {metric_id} {change}",
+                 lambda: db.execute(query, [*change.values(), metric_id]),
+                 lambda: rules.update_metric(metric_id, change))
+    elif kind == "cancel":
+        model = data.draw(st.sampled_from(MODELS), label="model")
+
+        def effect():
+            if rules.pending(model):
+                rules.pending(model).status = "cancelled"
+        run.step(f"cancel {model}", lambda: db.execute(
+            "UPDATE retrain_events SET status = 'cancelled' "
+            "WHERE model_name = %s AND status = 'pending'", [model]), effect)
+    elif kind == "start":
+        model = data.draw(st.sampled_from(MODELS), label="model")
+        event = rules.pending(model)
+        if event is None or any(e.model == model and e.status == "running" for e in rules.events):
+            return
+
+        def effect():
+            event.status = "running"
+        run.step(f"start {model}", lambda: db.execute(
+            "UPDATE retrain_events SET status = 'running', started_at = now() WHERE id = %s",
+            [event.id]), effect)
+    elif kind == "finish":
+        _finish(run, data)
+    elif kind == "policy":
+        model = data.draw(st.sampled_from(["default", *MODELS]), label="policy of")
+        values = data.draw(policies(), label="policy")
+        run.step(f"policy {model} {values}", lambda: set_policy(db.conn, model, **values),
+                 lambda: rules.policies.__setitem__(model, Policy(**values)))
+
+
+def _finish(run: Run, data, model=None) -> None:
+    """A retrain ends: the running event, or (none running) a manual one
+    recorded as run and finished, as the worker writes it."""
+    db, rules = run.db, run.rules
+    model = model or data.draw(st.sampled_from(MODELS), label="model")
+    status = data.draw(st.sampled_from(["succeeded", "succeeded", "failed"]), label="status")
+    promoted = data.draw(st.one_of(st.just(True), st.booleans()), label="promoted") \
+        if status == "succeeded" else None
+    accuracy = data.draw(st.one_of(st.none(), UNIT), label="accuracy") \
+        if status == "succeeded" else None
+    newest = max(rules.rows, default=0)
+    through = data.draw(st.one_of(st.none(), st.just(newest),
+                                  st.integers(0, newest)), label="trained through")
+    running = [e for e in rules.events if e.model == model and e.status == "running"]
+    values = [status, accuracy, promoted, through]
+
+    def statement():
+        if running:
+            (finished_at,) = db.execute(
+                "UPDATE retrain_events SET status = %s, finished_at = clock_timestamp(), "
+                "accuracy = %s, promoted = %s, trained_through_id = %s WHERE id = %s "
+                "RETURNING finished_at", [*values, running[0].id]).fetchone()
+            event = running[0]
+        else:
+            (id_, created_at, run_after, finished_at) = db.execute(
+                "INSERT INTO retrain_events (model_name, reason, reasons, status, started_at, "
+                "finished_at, accuracy, promoted, trained_through_id) "
+                "VALUES (%s, 'manual', '{manual}', %s, now(), clock_timestamp(), %s, %s, %s) "
+                "RETURNING id, created_at, run_after, finished_at", [model, *values]).fetchone()
+            event = Event(model, "running", "manual", ["manual"], {}, id=id_,
+                          created_at=created_at, run_after=run_after)
+            rules.events.append(event)
+        event.finished_at = finished_at
+
+    def effect():
+        event = [e for e in rules.events if e.model == model and e.status == "running"][0]
+        event.status, event.accuracy, event.promoted, event.trained_through_id = values
+
+    run.step(f"finish {model} {values}", statement, effect)
+
+
+@fuzz(150)
+@given(data=st.data())
+def test_good_statements_record_what_the_rules_say(db, data):
+    db.reset()
+    run = Run(db)
+    for model in ["default", *data.draw(st.lists(st.sampled_from(MODELS), unique=True),
+                                        label="own policies")]:
+        values = data.draw(policies(), label=f"policy of {model}")
+        set_policy(db.conn, model, **values)
+        run.rules.policies[model] = Policy(**values)
+    for model in MODELS:
+        if data.draw(st.booleans(), label=f"a retrain of {model} finished"):
+            _finish(run, data, model)
+    for _ in range(data.draw(st.integers(1, 25), label="steps")):
+        _one_step(run, data)
