@@ -1222,3 +1222,78 @@ def test_good_statements_record_what_the_rules_say(db, data):
             _finish(run, data, model)
     for _ in range(data.draw(st.integers(1, 25), label="steps")):
         _one_step(run, data)
+
+
+# -----------------------------------------------------------------------------
+# Bugs the fuzzing found (sql/schema.sql is not this file's to fix)
+
+def symptom(ok: bool, message: str) -> None:
+    if not ok:
+        raise KnownBug(message)
+
+
+@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
+    "training_data_after_update takes details.error_rate.row_id as the lowest id with the "
+    "highest error_rate among ALL rows the UPDATE touched (updated_rows), not among the rows "
+    "it changed: an unchanged row, which fires nothing by SPEC section 2, is named as the row "
+    "that fired"))
+def test_an_unchanged_row_is_not_the_row_that_fired(db):
+    db.reset()
+    db.execute("INSERT INTO training_data (model_name, features, error_rate) "
+               "VALUES ('m', '{}', 0.5), ('m', '{}', 0.2)")        # ids 1 and 2
+    db.execute("UPDATE retrain_events SET status = 'cancelled'")
+    # Row 1 already has 0.5 (unchanged); row 2 changes to 0.5 and fires.
+    db.execute("UPDATE training_data SET error_rate = 0.5 WHERE id IN (1, 2)")
+    (details,) = db.execute(
+        "SELECT details FROM retrain_events WHERE status = 'pending'").fetchone()
+    observed = details["error_rate"]["latest"]
+    assert observed["error_rate"] == 0.5
+    symptom(observed["row_id"] == 2,
+            f"details name row {observed['row_id']}, which the UPDATE did not change, "
+            "as the row that fired")
+
+
+@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
+    "retrain_due_at multiplies futile_backoff by 2^min(streak - futile_retrains, 20) before "
+    "capping at 7 days: a futile_backoff its CHECK accepts ('3600 days' <= '10 years') "
+    "overflows the interval ('interval out of range', 22008) once the streak is 20 past "
+    "futile_retrains, and every automatic firing of the model then fails the writer's "
+    "INSERT (model_status fails too)"))
+def test_a_long_futile_streak_under_a_valid_backoff_does_not_break_inserts(db):
+    db.reset()
+    set_policy(db.conn, "m", futile_retrains=1, futile_backoff="3600 days", cooldown="0")
+    # 21 automatic retrains in a row, none promoted.
+    db.execute("INSERT INTO retrain_events (model_name, reason, reasons, status, started_at, "
+               "finished_at, accuracy, promoted) "
+               "SELECT 'm', 'error_rate', '{error_rate}', 'succeeded', now(), "
+               "now() - i * interval '1 minute', 0.5, false FROM generate_series(1, 21) AS i")
+    try:
+        db.execute("INSERT INTO training_data (model_name, features, error_rate) "
+                   "VALUES ('m', '{}', 0.9)")
+    except psycopg.errors.DatetimeFieldOverflow as exc:
+        raise KnownBug(f"a good row was rejected: {exc} ({exc.diag.context})") from exc
+    (run_after, last) = db.execute(
+        "SELECT (SELECT run_after FROM retrain_events WHERE status = 'pending'), "
+        "(SELECT max(finished_at) FROM retrain_events WHERE status = 'succeeded')").fetchone()
+    assert run_after == last + timedelta(days=7)
+
+
+@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
+    "check_retrain_schedules computes period_start as anchor + schedule_interval * "
+    "floor(epoch(now - anchor) / epoch(schedule_interval)): an interval its CHECKs accept "
+    "but whose parts are large and of opposite signs ('1 day -86399 seconds', one second) "
+    "overflows ('interval out of range') in the FOR query, outside the per-model exception "
+    "block, so the schedules of EVERY model stop"))
+def test_a_valid_schedule_interval_does_not_stop_the_schedule_check(db):
+    db.reset()
+    set_policy(db.conn, "odd", schedule_interval="1 day -86399 seconds", min_training_rows=1)
+    set_policy(db.conn, "plain", schedule_interval="1 day", min_training_rows=1)
+    db.execute("INSERT INTO training_data (model_name, features, label) "
+               "VALUES ('odd', '{}', 'a'), ('plain', '{}', 'a')")
+    try:
+        db.execute("SELECT check_retrain_schedules()")
+    except psycopg.errors.DatetimeFieldOverflow as exc:
+        raise KnownBug(f"the schedule check failed for every model: {exc}") from exc
+    recorded = {r[0] for r in db.execute(
+        "SELECT model_name FROM retrain_events WHERE 'schedule' = ANY (reasons)")}
+    assert "plain" in recorded
