@@ -20,8 +20,10 @@ the end a summary per phase, the history plot (worker/plot.py) and where
 the database and the MLflow store are.
 
 The demo model gets its own policy row: the default's thresholds, with
-``cooldown`` and ``futile_backoff`` at 0 (see DEMO_POLICY), said in the
-output.
+shorter waits (see DEMO_POLICY), said in the output. A model without a
+policy row of its own gets one with the product's defaults (not a copy of
+the ``default`` row, which a user may have changed); one with its own row
+(an earlier run, ``worker policy set``) keeps it, but for the waits.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import logging
 import shutil
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -47,11 +50,11 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "demo"
-DEFAULT_BATCHES = 30
-DEFAULT_BATCH_SIZE = 500
-#: --fast: fewer, smaller batches (about half the time).
-FAST_BATCHES = 16
-FAST_BATCH_SIZE = 300
+DEFAULT_BATCHES = 40
+DEFAULT_BATCH_SIZE = 1000
+#: --fast: fewer, smaller batches (a third of the time).
+FAST_BATCHES = 20
+FAST_BATCH_SIZE = 400
 
 #: The demo model's policy: the default row's values, except the waits. In
 #: a run of a minute a batch stands for hours of ETL: an hour's cooldown
@@ -61,8 +64,7 @@ FAST_BATCH_SIZE = 300
 #: again and again when the challenger never wins (with a cooldown of 0
 #: nothing else does).
 DEMO_POLICY = {"cooldown": "0", "futile_backoff": "15 seconds"}
-WHY_POLICY = ("cooldown 0 (default 1 hour) and futile_backoff 15 s (default 1 hour), "
-              "since a batch here stands for hours of ETL; every threshold is the default")
+WHY_POLICY = "a batch here stands for hours of ETL"
 
 #: The demo's features: --reset removes only a model whose rows have them.
 DEMO_FEATURES = frozenset({"price", "wait_days", "rating", "channel", "member"})
@@ -160,7 +162,10 @@ class Demo:
         self.url = url
         self.tracking_uri = tracking_uri
         self.o = options
+        # Not a terminal (a file, a pipe): wide enough for the summary table.
         self.console = Console(highlight=False, soft_wrap=True)
+        if not self.console.is_terminal:
+            self.console = Console(highlight=False, soft_wrap=True, width=120)
         self.phases = demo_data.phases(options.batches)
         self.results: list[BatchResult] = []
         self.retrains: list[Retrain] = []
@@ -187,7 +192,7 @@ class Demo:
             started = time.monotonic()
             self.say(f"[bold]pg-retrain demo[/]: model [bold]{_e(o.model)}[/], {o.batches} "
                      f"batches of {o.batch_size} rows (seed {o.seed})")
-            self.say(f"policy: {WHY_POLICY}")
+            self.say_policy()
             self.say("each batch: INSERT the rows with the champion's predictions, UPDATE "
                      "their labels, run the worker once\n")
             self.catch_signals()
@@ -213,15 +218,38 @@ class Demo:
     def prepare(self) -> None:
         """Refuse a model that has data already (or reset it), then set the
         demo policy."""
-        from .policies import set_policy
-
         existing = self.existing()
         if existing and not self.o.reset:
             raise UserError(f"model {self.o.model!r} already has {existing}; run `worker demo "
                             "--reset` to start over, or choose another --model")
         if self.o.reset:
             self.reset()
-        set_policy(self.conn, self.o.model, DEMO_POLICY)
+        self.set_policy()
+        self.make_experiment()
+
+    def set_policy(self) -> None:
+        """The product's defaults (a new row takes the columns' defaults),
+        with the demo's waits; remembers what differs from the defaults."""
+        from psycopg import sql
+
+        from .policies import set_policy
+
+        model = self.o.model
+        self.conn.execute("INSERT INTO retrain_policies (model_name) VALUES (%s) "
+                          "ON CONFLICT (model_name) DO NOTHING", (model,))
+        set_policy(self.conn, model, DEMO_POLICY)
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            own = cur.execute("SELECT * FROM retrain_policies WHERE model_name = %s",
+                              (model,)).fetchone()
+            # The columns' defaults: a row inserted and rolled back.
+            with self.conn.transaction(force_rollback=True):
+                defaults = cur.execute(
+                    sql.SQL("INSERT INTO retrain_policies (model_name) VALUES (%s) "
+                            "RETURNING *"), (f"pg-retrain demo defaults {uuid.uuid4()}",)).fetchone()
+        self.policy = own
+        self.policy_changes = {k: (own[k], defaults[k]) for k in own
+                               if k not in ("model_name", "updated_at")
+                               and own[k] != defaults[k]}
 
     def existing(self) -> str | None:
         """What the model has already (database rows, MLflow runs), or None."""
@@ -234,7 +262,7 @@ class Demo:
             return (f"{row[0]} rows, {row[1]} retrain events and {row[2]} metrics rows "
                     "in this database")
         if self.experiment() is not None or self.registered_model_exists():
-            return f"runs or models in the MLflow store {self.tracker.uri}"
+            return f"an experiment or registered model in the MLflow store {self.tracker.uri}"
         return None
 
     def experiment(self):
@@ -262,8 +290,9 @@ class Demo:
         self._refuse_foreign_model()
         experiment = self.experiment()
         if experiment is not None and experiment.tags.get(DEMO_TAG) != "true":
-            raise UserError(f"the MLflow experiment {model!r} was not made by the demo; "
-                            "--reset leaves it alone (choose another --model)")
+            raise UserError(f"the MLflow experiment {model!r} in {self.tracker.uri} was not "
+                            "made by the demo; --reset leaves it alone (delete it in MLflow, "
+                            "or choose another --model)")
         with self.conn.transaction():
             self.conn.execute("SELECT retrain_lock_model(%s)", (model,))
             running = self.conn.execute(
@@ -425,7 +454,6 @@ class Demo:
                 seen.deferred_said = True
                 self.say(f"      event {event['id']} waits until "
                          f"{event['run_after']:%H:%M:%S} (run_after)")
-        self.tag_experiment()
 
     def record_retrain(self, batch: int, e: dict) -> None:
         retrain = Retrain(batch, e["id"], e["reason"], list(e["reasons"]), e["status"],
@@ -444,19 +472,31 @@ class Demo:
         self.say(f"      [bold]retrain[/] (event {e['id']}: {why}) → version {e['model_version']}:"
                  f" holdout accuracy {retrain.accuracy:.3f}, {against}: {verdict}{rows}")
 
-    def tag_experiment(self) -> None:
-        if getattr(self, "_tagged", False):
-            return
-        experiment = self.experiment()
-        if experiment is not None:
-            with self.tracker.lock():
-                self.tracker.client.set_experiment_tag(experiment.experiment_id, DEMO_TAG, "true")
-            self._tagged = True
+    def make_experiment(self) -> None:
+        """The model's MLflow experiment, made as the worker would make it,
+        tagged as the demo's: --reset deletes only such an experiment."""
+        experiment_id = self.tracker.experiment_id(self.o.model)
+        with self.tracker.lock():
+            self.tracker.client.set_experiment_tag(experiment_id, DEMO_TAG, "true")
 
     # -- output --------------------------------------------------------------
 
     def say(self, text: str) -> None:
         self.console.print(text)
+
+    def say_policy(self) -> None:
+        ours = [k for k in self.policy_changes if k in DEMO_POLICY]
+        theirs = [k for k in self.policy_changes if k not in DEMO_POLICY]
+        show = lambda k: (f"{k} {_setting(self.policy_changes[k][0])} "  # noqa: E731
+                          f"(default {_setting(self.policy_changes[k][1])})")
+        text = "policy: the product's defaults"
+        if ours:
+            text += f", but {', '.join(show(k) for k in ours)}: {WHY_POLICY}"
+        self.say(text)
+        if theirs:
+            self.say(f"[yellow]        and from model {_e(self.o.model)}'s own policy row, set "
+                     f"before this run: {', '.join(show(k) for k in theirs)}[/] "
+                     f"(worker policy show {_shell(self.o.model)})")
 
     def say_phase(self, phase: demo_data.Phase) -> None:
         number = self.phases.index(phase) + 1
@@ -477,44 +517,47 @@ class Demo:
                  f"(event {event['id']})")
 
     def summary(self) -> None:
+        from rich import box
         from rich.table import Table
 
         from . import plot
         from .cli import where
 
         self.say("")
-        table = Table(title="Summary", title_justify="left", show_lines=False)
-        for header in ("phase", "batches", "served accuracy: first batch → last 3",
-                       "retrains (first reason)", "promoted"):
-            table.add_column(header)
+        table = Table(title="[bold]Summary[/]", title_justify="left", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False)
+        table.add_column("phase", no_wrap=True)
+        table.add_column("batches", no_wrap=True)
+        table.add_column("served accuracy\nfirst batch → last 3", no_wrap=True)
+        table.add_column("retrains (by first reason)")
+        table.add_column("promoted", no_wrap=True)
         for phase in self.phases:
             done = [r for r in self.results if r.phase == phase]
             if not done:
                 continue
             scored = [r.accuracy for r in done if r.accuracy is not None]
-            first = f"{scored[0]:.3f}" if scored else "-"
-            last = f"{np.mean(scored[-3:]):.3f}" if scored else "-"
+            served = (f"{scored[0]:.3f} → {np.mean(scored[-3:]):.3f}" if scored else "-")
             retrains = [t for t in self.retrains
                         if phase.first_batch <= t.batch <= phase.last_batch]
             by_reason = Counter(t.reason for t in retrains)
-            table.add_row(f"{phase.name}\n[dim]{phase.description}[/]",
-                          f"{done[0].number}–{done[-1].number}", f"{first} → {last}",
+            table.add_row(phase.name, f"{done[0].number}–{done[-1].number}", served,
                           ", ".join(f"{k} {v}" for k, v in by_reason.items()) or "-",
-                          str(sum(1 for t in retrains if t.promoted)))
+                          f"{sum(1 for t in retrains if t.promoted)} of {len(retrains)}")
         self.console.print(table)
 
-        scored = [r.accuracy for r in self.results if r.accuracy is not None]
+        served = [r for r in self.results if r.accuracy is not None]
+        if served:
+            self.say(f"served accuracy, batches {served[0].number}–{served[-1].number}: "
+                     f"{np.mean([r.accuracy for r in served]):.3f} (10% of the labels are "
+                     "noise: about 0.90 is the best any model can do)")
+        else:
+            self.say("no batch was served by a model")
         succeeded = [t for t in self.retrains if t.status == "succeeded"]
-        self.say(f"served accuracy over batches {self.results[1].number if len(scored) else '-'}"
-                 f"–{self.results[-1].number}: {np.mean(scored):.3f} (10% of the labels are "
-                 "noise: about 0.90 is the best any model can do)" if scored else
-                 "no batch was served by a model")
-        self.say(f"conditions fired: " + (", ".join(f"{k} {v}" for k, v in self.fired.items())
-                                           or "none"))
-        self.say(f"retrains: {len(self.retrains)} ({len(succeeded)} succeeded, "
-                 f"{sum(1 for t in succeeded if t.promoted)} promoted, "
-                 f"{sum(1 for t in succeeded if not t.promoted)} kept the champion, "
-                 f"{len(self.retrains) - len(succeeded)} failed); wall time "
+        self.say("conditions fired: " + (", ".join(f"{k} {v}" for k, v in self.fired.items())
+                                          or "none"))
+        self.say(f"retrains: {len(self.retrains)} ({sum(1 for t in succeeded if t.promoted)} "
+                 f"promoted, {sum(1 for t in succeeded if not t.promoted)} kept the champion, "
+                 f"{len(self.retrains) - len(succeeded)} failed); the run took "
                  f"{self.elapsed:.0f} s")
 
         path = (self.o.plot_path or Path(plot.default_file_name(self.o.model))).resolve()
@@ -565,31 +608,41 @@ class Demo:
 def describe(reason: str, d: dict) -> str:
     """A condition's observed values against its thresholds, from the
     event's details (SPEC section 2)."""
-    f = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    f = _number
     if reason == "error_rate":
         parts = []
         if "rolling_error_rate" in d:
-            limit = f"{f(d.get('rolling_threshold'))}"
-            if d.get("champion_error") is not None:
-                limit += f" (champion's holdout error {f(d['champion_error'])} + margin)"
-            parts.append(f"rolling error {f(d['rolling_error_rate'])} > {limit} over the newest "
-                         f"{d.get('window_rows')} labelled rows")
+            seen, limit = _pair(d["rolling_error_rate"], d.get("rolling_threshold"))
+            text = (f"rolling error {seen} over the newest {d.get('window_rows')} labelled "
+                    f"rows > {limit}")
+            champion = d.get("champion_error")
+            if champion is not None and d.get("rolling_threshold") is not None \
+                    and d["rolling_threshold"] > champion:
+                margin = d["rolling_threshold"] - champion
+                text += f" (the champion's holdout error {f(champion)} + margin {f(margin)})"
+            else:
+                text += " (error_rate_threshold)"
+            parts.append(text + _tie(d["rolling_error_rate"], d.get("rolling_threshold")))
         if "error_rate" in d:
-            parts.append(f"a row's error_rate {f(d['error_rate'])} > {f(d.get('threshold'))}")
+            seen, limit = _pair(d["error_rate"], d.get("threshold"))
+            parts.append(f"a row's error_rate {seen} > error_rate_threshold {limit}")
         return "; ".join(parts) or str(d)
     if reason == "performance":
-        return f"monitor accuracy {f(d.get('accuracy'))} < min_accuracy {f(d.get('min_accuracy'))}"
+        seen, limit = _pair(d.get("accuracy"), d.get("min_accuracy"))
+        return f"monitor accuracy {seen} < min_accuracy {limit}"
     if reason == "accuracy_drop":
         if "previous_accuracy" in d:
             return (f"accuracy {f(d.get('accuracy'))}, more than {f(d.get('tolerance'))} below "
                     f"the previous {f(d['previous_accuracy'])}")
         return (f"accuracy {f(d.get('accuracy'))}, more than {f(d.get('tolerance'))} below the "
                 f"champion's {f(d.get('champion_accuracy'))}")
-    if reason == "drift_and_accuracy":
-        return (f"drift {f(d.get('drift_score'))} > {f(d.get('drift_threshold'))} and accuracy "
-                f"{f(d.get('accuracy'))} < {f(d.get('combined_max_accuracy'))}")
-    if reason == "drift":
-        return f"drift {f(d.get('drift_score'))} > {f(d.get('drift_threshold'))}"
+    if reason in ("drift_and_accuracy", "drift"):
+        drift, drift_limit = _pair(d.get("drift_score"), d.get("drift_threshold"))
+        text = f"drift (PSI) {drift} > {drift_limit}"
+        if reason == "drift":
+            return text
+        accuracy, accuracy_limit = _pair(d.get("accuracy"), d.get("combined_max_accuracy"))
+        return f"{text} and accuracy {accuracy} < {accuracy_limit}"
     if reason == "schedule":
         if d.get("last_success") is None:
             return "never trained, and it has min_training_rows labelled rows"
@@ -597,6 +650,41 @@ def describe(reason: str, d: dict) -> str:
     if reason == "manual":
         return f"requested by {d.get('requested_by')}"
     return str(d)
+
+
+def _setting(value) -> str:
+    if isinstance(value, timedelta):
+        from .status import duration
+
+        return duration(value) if value else "0"
+    return "null" if value is None else str(value)
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _pair(value, limit) -> tuple[str, str]:
+    """A value and its threshold, with as many digits as it takes to tell
+    them apart (0.1700 > 0.1699, not 0.170 > 0.170)."""
+    if not (isinstance(value, (int, float)) and isinstance(limit, (int, float))):
+        return _number(value), _number(limit)
+    for digits in range(3, 7):
+        a, b = f"{value:.{digits}f}", f"{limit:.{digits}f}"
+        if a != b or value == limit:
+            return a, b
+    return f"{value:.3f}", f"{limit:.3f}"
+
+
+def _tie(value, limit) -> str:
+    """A note for a value that exceeds its threshold only by float
+    arithmetic (34/200 against 0.12 + 0.05)."""
+    if (isinstance(value, float) and isinstance(limit, float) and value != limit
+            and abs(value - limit) < 1e-9):
+        return "; equal but for float rounding"
+    return ""
 
 
 def mlflow_ui_command(uri: str) -> str:
