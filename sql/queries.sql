@@ -102,6 +102,17 @@ WHERE p.status = 'pending'
 -- The lock every trigger takes before the model's pending event.
 SELECT retrain_lock_model(%(model_name)s);
 
+-- champion_version --
+-- The database's champion: the model's latest promoted, succeeded retrain.
+SELECT model_version FROM retrain_champion(%(model_name)s);
+
+-- models_with_champion --
+SELECT DISTINCT model_name FROM retrain_events WHERE status = 'succeeded' AND promoted;
+
+-- needs_attention --
+SELECT needs_attention FROM model_status
+WHERE model_name = %(model_name)s AND needs_attention IS NOT NULL;
+
 -- check_schedules --
 SELECT check_retrain_schedules();
 

@@ -106,12 +106,7 @@ def beat(conn: psycopg.Connection, event: Event, worker_id: str) -> bool:
 def finish_succeeded(conn: psycopg.Connection, event: Event, worker_id: str, outcome: dict) -> None:
     """Write the outcome, the retrain's metrics row and the new drift
     baseline in one transaction."""
-    # TEMPORARY until retrain.py returns the new outcome keys (issue 12).
-    if "trained_through_id" not in outcome:
-        outcome["trained_through_id"] = conn.execute(
-            "SELECT coalesce(max(id), 0) FROM training_data WHERE model_name = %s "
-            "AND label IS NOT NULL", (event.model_name,)).fetchone()[0]
-    outcome = {"holdout_rows": None, "training_window": None, **outcome}
+    outcome = dict(outcome)
     baseline = outcome.pop("baseline", [])
     baseline_rows = outcome.pop("baseline_rows", 0)
     with conn.transaction():

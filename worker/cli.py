@@ -147,10 +147,15 @@ def _make_worker(database_url, tracking_uri, heartbeat_interval, stale_after, re
 def listen(database_url, tracking_uri, heartbeat_interval, stale_after, retry_delay,
            poll_interval, schedule_interval, drift_interval):
     """Run until SIGINT/SIGTERM: LISTEN, run due events, check schedules."""
+    from . import signals
+
+    signals.install()  # already, when started as the `worker` command
     worker = _make_worker(database_url, tracking_uri, heartbeat_interval, stale_after,
                           retry_delay, poll_interval=poll_interval,
                           schedule_interval=schedule_interval, drift_interval=drift_interval)
-    worker.install_signal_handlers()
+    if signals.stop_requested():  # during start-up: nothing was claimed yet
+        log.info("stopped during start-up")
+        sys.exit(0)
     sys.exit(worker.listen())
 
 
@@ -304,11 +309,11 @@ def plot(database_url, model, output):
 @tracking_option
 @click.option("--model", default="demo", show_default=True, help="The demo model's name.")
 @click.option("--batches", type=click.IntRange(3, 10000),
-              help="Batches to stream (default 30; 16 with --fast).")
+              help="Batches to stream (default 40; 20 with --fast).")
 @click.option("--batch-size", type=click.IntRange(20, 1000000),
-              help="Rows per batch (default 500; 300 with --fast).")
+              help="Rows per batch (default 1000; 400 with --fast).")
 @click.option("--seed", default=7, show_default=True, help="The data's random seed.")
-@click.option("--fast", is_flag=True, help="A shorter run: 16 batches of 300 rows.")
+@click.option("--fast", is_flag=True, help="A shorter run: 20 batches of 400 rows.")
 @click.option("--reset", is_flag=True,
               help="Start over: remove the model's rows, metrics, events, drift baseline "
                    "and MLflow runs and models first.")
@@ -389,8 +394,13 @@ def _refuse_external(database_url: str | None, what: str) -> None:
 
 
 def main() -> None:
+    from . import signals
+    from .errors import is_expected
+
     try:
         cli(standalone_mode=False)
+    except signals.Stop:
+        sys.exit(0)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
@@ -402,8 +412,16 @@ def main() -> None:
     except psycopg.Error as exc:
         click.echo(f"error: {_describe_database_error(exc)}", err=True)
         sys.exit(1)
-    except Exception as exc:  # the contract: one line, never a traceback
-        click.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
+    except Exception as exc:
+        if not is_expected(exc):
+            # A bug of ours (or of a library): the traceback says where.
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"error: a bug in pg-retrain: {type(exc).__name__}: {one_line(exc)}",
+                       err=True)
+        else:
+            click.echo(f"error: {type(exc).__name__}: {one_line(exc)}", err=True)
         sys.exit(1)
 
 

@@ -10,13 +10,19 @@ from datetime import datetime, timezone
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; a traceback, when there is one, goes in the
+    field "traceback" (whole, with its newlines escaped)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
+        entry = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-        })
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def setup(level: str = "info", fmt: str = "text") -> None:

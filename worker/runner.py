@@ -4,13 +4,18 @@ survive lost connections and stop cleanly on SIGTERM/SIGINT.
 A notification is only a wake-up call: on start, after every reconnect, on
 every wake-up and at least every ``poll_interval`` the worker runs whatever
 is due in the table.
+
+A signal (worker/signals.py) stops a wait at once and hands a training
+event back to the queue; anything else finishes its step first, so nothing
+is cut in the middle. The database is the record of which version is the
+champion: MLflow's ``champion`` alias is moved after the outcome commits,
+and set again from the database before each retrain and on start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -19,10 +24,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg import sql
 
-from . import claiming
+from . import claiming, signals
 from .claiming import Event, Heartbeat, LostEvent
 from .db import connect, one_line
-from .errors import UserError
+from .errors import UserError, is_expected
 from .queries import query
 from .retrain import retrain
 from .tracking import Tracker
@@ -34,11 +39,13 @@ CHANNEL = "retrain_events"
 
 
 class HandBack(BaseException):
-    """Raised by the signal handler while an event runs: hand it back."""
+    """Raised by the signal handler while an event trains: hand it back."""
 
 
 class _StopWaiting(BaseException):
     """Raised by the signal handler while the worker waits."""
+
+
 
 
 @dataclass
@@ -63,8 +70,6 @@ class Worker:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.tracker = Tracker(settings.tracking_uri)
-        self.stopping = False
-        self._state = "starting"
         self.succeeded = 0
         self.failed = 0
         self.retried = 0
@@ -87,21 +92,9 @@ class Worker:
                 pass
             self._conn = None
 
-    # -- signals -------------------------------------------------------------
-
-    def install_signal_handlers(self):
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, signum, frame):
-        if not self.stopping:
-            log.info("received %s: stopping", signal.Signals(signum).name)
-        self.stopping = True
-        if self._state == "busy":
-            self._state = "handing back"
-            raise HandBack()
-        if self._state == "idle":
-            raise _StopWaiting()
+    @property
+    def stopping(self) -> bool:
+        return signals.stop_requested() is not None
 
     # -- running events ------------------------------------------------------
 
@@ -173,33 +166,74 @@ class Worker:
             self._fail(event, f"gave up after {event.max_attempts} attempts "
                               "(its workers stopped heartbeating)")
             return
-        self._state = "busy"
+        outcome = None
         try:
             with Heartbeat(self.settings.database_url, event, self.settings.worker_id,
                            self.settings.heartbeat_interval) as heartbeat:
-                outcome = retrain(self._work_conn(), self.tracker, event,
-                                  still_ours=lambda: self._check_ours(event, heartbeat))
-                if heartbeat.lost.is_set():
-                    raise LostEvent(f"event {event.id} was taken over while it trained")
-                claiming.finish_succeeded(self._work_conn(), event, self.settings.worker_id, outcome)
-            self._state = "other"
+                # Training and recording may be cut by a signal (the event
+                # goes back to the queue); writing to MLflow, inside, is not.
+                with signals.raising(HandBack):
+                    self.reconcile_champion(event.model_name)
+                    outcome = retrain(self._work_conn(), self.tracker, event,
+                                      still_ours=lambda: self._check_ours(event, heartbeat))
+                    if heartbeat.lost.is_set():
+                        raise LostEvent(f"event {event.id} was taken over while it trained")
+                    claiming.finish_succeeded(self._work_conn(), event,
+                                              self.settings.worker_id, outcome)
             self.succeeded += 1
             log.info("event %s succeeded", event.id)
         except HandBack:
-            self._state = "other"
-            self._hand_back(event)
+            self._hand_back(event, outcome)
+            return
         except TrainingError as exc:
-            self._state = "other"
             self._fail(event, str(exc))
+            return
         except LostEvent as exc:
-            self._state = "other"
             log.warning("%s; leaving it to its new worker", exc)
+            return
         except Exception as exc:
-            self._state = "other"
             self._retry_or_fail(event, exc)
-        finally:
-            if self._state == "busy":
-                self._state = "other"
+            return
+        if outcome["promoted"]:
+            self._move_champion(event.model_name, outcome["model_version"])
+        attention = self._needs_attention(event.model_name)
+        if attention:
+            log.warning("model %s needs attention: %s", event.model_name, attention)
+
+    # -- the champion: the database decides, MLflow's alias follows ----------
+
+    def reconcile_champion(self, model_name: str) -> None:
+        """Set MLflow's ``champion`` alias to the database's champion (the
+        model's latest promoted, succeeded event), should it differ: the
+        worker that recorded a promotion may have died before it moved the
+        alias. Runs a dead worker left open in MLflow are ended as KILLED."""
+        version = self._work_conn().execute(
+            query("champion_version"), {"model_name": model_name}).fetchone()
+        moved = self.tracker.reconcile(model_name, version[0] if version else None)
+        if moved:
+            log.warning("model %s: %s", model_name, moved)
+
+    def reconcile_all(self) -> None:
+        for (model_name,) in self._work_conn().execute(query("models_with_champion")).fetchall():
+            try:
+                self.reconcile_champion(model_name)
+            except Exception as exc:  # MLflow unreachable: the next retrain tries again
+                log.warning("model %s: could not check the champion alias in MLflow: %s",
+                            model_name, one_line(exc))
+
+    def _move_champion(self, model_name: str, version: str) -> None:
+        with signals.deferred():
+            try:
+                self.tracker.set_champion(model_name, version)
+            except Exception as exc:
+                log.warning("model %s: version %s is the champion, but the alias could not be "
+                            "moved (%s); it is set before the model's next retrain",
+                            model_name, version, one_line(exc))
+
+    def _needs_attention(self, model_name: str) -> str | None:
+        row = self._work_conn().execute(query("needs_attention"),
+                                        {"model_name": model_name}).fetchone()
+        return row[0] if row else None
 
     def _check_ours(self, event: Event, heartbeat: Heartbeat) -> None:
         """Before anything leaves a trace (MLflow), make sure no other worker
@@ -215,6 +249,10 @@ class Worker:
 
     def _retry_or_fail(self, event: Event, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {one_line(exc)}"
+        if not is_expected(exc):
+            # A bug of ours, or of a library: the traceback goes to the log;
+            # the event keeps a readable line.
+            log.error("event %s: unexpected error", event.id, exc_info=exc)
         if event.attempts >= event.max_attempts:
             self._fail(event, f"{error} (after {event.attempts} attempts)")
             return
@@ -229,7 +267,7 @@ class Worker:
         self.retried += 1
         log.warning("event %s attempt %d failed: %s; %s", event.id, event.attempts, error, what)
 
-    def _hand_back(self, event: Event) -> None:
+    def _hand_back(self, event: Event, outcome: dict | None = None) -> None:
         # The signal may have interrupted a query on the work connection,
         # leaving it unusable: cancel it (a server process waiting for a lock
         # would not notice a closed connection) and hand back on a fresh one.
@@ -251,13 +289,21 @@ class Worker:
         except psycopg.Error as exc:
             log.warning("could not hand back event %s (%s); it will be taken over "
                         "when its heartbeat goes stale", event.id, one_line(exc))
+        if outcome is not None:
+            # Written to MLflow, not recorded: the next attempt makes its own run.
+            with signals.deferred():
+                try:
+                    self.tracker.mark_abandoned(outcome["mlflow_run_id"])
+                except Exception as exc:
+                    log.warning("could not mark MLflow run %s abandoned: %s",
+                                outcome["mlflow_run_id"], one_line(exc))
 
     # -- modes ---------------------------------------------------------------
 
     def run_once(self) -> int:
         """Check schedules, run every due event, return the exit status."""
-        self._state = "other"
         try:
+            self.reconcile_all()
             self.check_schedules()
             self.refresh_drift()
             self.drain()
@@ -271,6 +317,7 @@ class Worker:
 
     def listen(self) -> int:
         backoff = 1.0
+        reconciled = False
         while not self.stopping:
             listener = None
             try:
@@ -278,32 +325,46 @@ class Worker:
                 listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                 log.info("listening on channel %s as %s", CHANNEL, self.settings.worker_id)
                 backoff = 1.0
+                if not reconciled:
+                    self.reconcile_all()
+                    reconciled = True
                 self._serve(listener)
+            except _StopWaiting:
+                break
             except (psycopg.OperationalError, psycopg.InterfaceError, UserError) as exc:
                 if self.stopping:
                     break
                 log.warning("database connection lost (%s); reconnecting in %.0fs",
                             one_line(exc), backoff)
-                self._close()
-                self._sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = self._pause(backoff)
             except psycopg.Error as exc:
                 # Not the connection: a statement failed (a schedule check, a
                 # race lost). The process must not die; try again shortly.
                 if self.stopping:
                     break
                 log.error("database error (%s); carrying on in %.0fs", one_line(exc), backoff)
-                self._close()
-                self._sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-            except _StopWaiting:
-                break
+                backoff = self._pause(backoff)
+            except Exception:
+                # A bug: its traceback goes to the log, and the worker goes on.
+                if self.stopping:
+                    break
+                log.exception("unexpected error; carrying on in %.0fs", backoff)
+                backoff = self._pause(backoff)
             finally:
                 if listener is not None:
                     listener.close()
         self._close()
         log.info("stopped: %d succeeded, %d failed", self.succeeded, self.failed)
         return 0
+
+    def _pause(self, backoff: float) -> float:
+        self._close()
+        try:
+            with signals.raising(_StopWaiting):
+                time.sleep(backoff)
+        except _StopWaiting:
+            pass
+        return min(backoff * 2, 30.0)
 
     def _serve(self, listener: psycopg.Connection) -> None:
         next_schedule = 0.0
@@ -320,25 +381,12 @@ class Worker:
                           self.settings.drift_interval,
                           max(0.0, next_schedule - time.monotonic()),
                           self._seconds_until_next_deferred())
-            self._state = "idle"
-            try:
+            with signals.raising(_StopWaiting):
                 for _ in listener.notifies(timeout=max(timeout, 0.05), stop_after=1):
                     pass
-            finally:
-                if self._state == "idle":
-                    self._state = "other"
 
     def _seconds_until_next_deferred(self) -> float:
         due = claiming.next_run_after(self._work_conn())
         if due is None:
             return float("inf")
         return max(0.0, (due - datetime.now(timezone.utc)).total_seconds() + 0.01)
-
-    def _sleep(self, seconds: float) -> None:
-        self._state = "idle"
-        try:
-            time.sleep(seconds)
-        except _StopWaiting:
-            pass
-        finally:
-            self._state = "other"

@@ -1,6 +1,8 @@
 """MLflow: one experiment per model, one run per retrain, the fitted pipeline
 registered as a version of the model's registered model, and the alias
-``champion`` moved only on promotion.
+``champion`` on the version the database says is the champion (the worker
+moves it after the promotion commits, and sets it again from the database
+should a worker have died in between: ``reconcile``).
 
 Several workers may share the default local SQLite store. Creating that
 store from two processes at once corrupts it, and SQLite takes one writer at
@@ -114,8 +116,10 @@ class Tracker:
 
     def log_retrain(self, *, model_name: str, params: dict, metrics: dict, pipeline,
                     input_example, promoted: bool) -> tuple[str, str]:
-        """Log a run with its model, register it, move the alias when promoted.
-        Returns (run_id, registered version).
+        """Log a run with its model and register it; the alias is the caller's
+        to move once the promotion is recorded (``set_champion``). Returns
+        (run_id, registered version). A signal meanwhile waits for the run
+        to be written whole.
 
         The model is logged without an input schema (``signature=False``),
         with ``input_example`` (raw feature rows) to show its shape. The
@@ -132,7 +136,9 @@ class Tracker:
         requirements = [f"scikit-learn=={sklearn.__version__}", f"pandas=={pandas.__version__}"]
         # The registry prints "Registered model ..."/"Created version ..."
         # straight to stderr, which would break --log-format json.
-        with self.lock(), contextlib.redirect_stderr(io.StringIO()):
+        from . import signals
+
+        with signals.deferred(), self.lock(), contextlib.redirect_stderr(io.StringIO()):
             with self._mlflow.start_run(experiment_id=experiment_id) as run:
                 self._mlflow.log_params({k: _param(v) for k, v in params.items()})
                 self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
@@ -151,9 +157,50 @@ class Tracker:
                     serialization_format="cloudpickle",
                 )
             version = str(info.registered_model_version)
-            if promoted:
-                self.client.set_registered_model_alias(registered_name(model_name), CHAMPION, version)
         return run.info.run_id, version
+
+    def mark_abandoned(self, run_id: str) -> None:
+        """A run whose outcome was never recorded (its worker stopped): the
+        event's next attempt makes a run of its own."""
+        with self.lock():
+            self.client.set_tag(run_id, "pg_retrain.abandoned", "true")
+
+    def set_champion(self, model_name: str, version: str) -> None:
+        with self.lock():
+            self.client.set_registered_model_alias(registered_name(model_name), CHAMPION, version)
+
+    def reconcile(self, model_name: str, version: str | None) -> str | None:
+        """Put the ``champion`` alias on ``version`` (the database's champion;
+        None: no alias) if it is elsewhere, and end runs that a worker killed
+        while it wrote them left RUNNING (the model has no retrain running
+        now: this is called just before one starts). Returns what changed,
+        for the log, or None."""
+        from mlflow.exceptions import MlflowException
+
+        name = registered_name(model_name)
+        changes = []
+        with self.lock():
+            try:
+                current = self.client.get_model_version_by_alias(name, CHAMPION).version
+            except MlflowException:
+                current = None
+            if version is not None and str(current) != str(version):
+                self.client.set_registered_model_alias(name, CHAMPION, str(version))
+                changes.append(f"champion alias moved from version {current} to {version}, "
+                               "the champion the database recorded")
+            elif version is None and current is not None:
+                self.client.delete_registered_model_alias(name, CHAMPION)
+                changes.append(f"champion alias removed from version {current}: the database "
+                               "records no promotion")
+            experiment = self.client.get_experiment_by_name(model_name)
+            if experiment is not None:
+                for run in self.client.search_runs([experiment.experiment_id],
+                                                   filter_string="attributes.status = 'RUNNING'"):
+                    self.client.set_terminated(run.info.run_id, status="KILLED")
+                    changes.append(f"run {run.info.run_id} (event "
+                                   f"{run.data.params.get('event_id', '?')}) ended as KILLED: "
+                                   "its worker stopped while writing it")
+        return "; ".join(changes) or None
 
     def metric_names(self, model_name: str) -> list[str]:
         """The metric names of the model's runs; none for a model never

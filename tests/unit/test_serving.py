@@ -39,6 +39,7 @@ def champion(tmp_path_factory):
         metrics={"model_accuracy": trained.accuracy}, pipeline=trained.pipeline,
         input_example=trained.holdout_features.head(5), promoted=True)
     assert version == "1"
+    tracker.set_champion(MODEL, version)  # as the worker does once the promotion is recorded
     return tracker, trained.pipeline
 
 
