@@ -105,16 +105,17 @@ def make_batch(number: int, size: int, phase: Phase, seed: int) -> Batch:
     """Batch ``number`` of the stream: its own random state from (seed,
     number), so any batch can be made alone and the stream is reproducible."""
     rng = np.random.default_rng([seed, number])
-    price = rng.uniform(0, 10, size) * phase.price_scale
-    wait_days = rng.uniform(0, 10, size)
-    rating = rng.uniform(0, 10, size)
+    # Rounded as stored, so that the rule holds for the rows as written.
+    price = np.round(rng.uniform(0, 10, size) * phase.price_scale, 3)
+    wait_days = np.round(rng.uniform(0, 10, size), 3)
+    rating = np.round(rng.uniform(0, 10, size), 3)
     channel = rng.choice(CHANNELS, size=size, p=CHANNEL_SHARES)
     member = rng.random(size) < 0.3
     clean = rule(price, wait_days, channel, phase.threshold)
     noisy = clean ^ (rng.random(size) < LABEL_NOISE)
     features = [
-        {"price": round(float(p), 3), "wait_days": round(float(w), 3),
-         "rating": round(float(r), 3), "channel": str(c), "member": bool(m)}
+        {"price": float(p), "wait_days": float(w), "rating": float(r), "channel": str(c),
+         "member": bool(m)}
         for p, w, r, c, m in zip(price, wait_days, rating, channel, member)
     ]
     as_text = lambda values: ["yes" if v else "no" for v in values]  # noqa: E731
