@@ -44,7 +44,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from . import demo_data
-from .db import connect, one_line
+from .db import connect
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "demo"
 DEFAULT_BATCHES = 40
 DEFAULT_BATCH_SIZE = 1000
-#: --fast: fewer, smaller batches (a third of the time).
+#: --fast: fewer, smaller batches (about half the time).
 FAST_BATCHES = 20
 FAST_BATCH_SIZE = 400
 
@@ -408,10 +408,10 @@ class Demo:
                              self.served_version if predictions else None)
         self.results.append(result)
         self.say_batch(result)
-        self.look(batch.number, "after the labels")
+        self.look(batch.number)  # what the labels fired
         status("worker run-once")
         self.worker.run_once()
-        self.look(batch.number, "worker")
+        self.look(batch.number)  # what the monitor and the schedule fired, and the outcomes
 
     def load_champion(self) -> None:
         """The champion as users serve it, reloaded when the alias moved."""
@@ -432,7 +432,7 @@ class Demo:
 
     # -- what happened -------------------------------------------------------
 
-    def look(self, batch: int, when: str) -> None:
+    def look(self, batch: int) -> None:
         """Report what fired since the last look and the retrains that ended."""
         with self.conn.cursor(row_factory=dict_row) as cur:
             events = cur.execute(EVENTS_SQL, {"model": self.o.model}).fetchall()
@@ -452,8 +452,21 @@ class Demo:
                     self.record_retrain(batch, event)
             if (event["status"] == "pending" and not event["due"] and not seen.deferred_said):
                 seen.deferred_said = True
-                self.say(f"      event {event['id']} waits until "
-                         f"{event['run_after']:%H:%M:%S} (run_after)")
+                self.say_waiting(event)
+
+    def say_waiting(self, event: dict) -> None:
+        """A pending event that is not due: until when, and why."""
+        until = f"      [yellow]event {event['id']} waits until {event['run_after']:%H:%M:%S}[/]"
+        if event["error"]:
+            self.say(f"{until} to be tried again after: {_e(event['error'])}")
+            return
+        attention = self.conn.execute(
+            "SELECT needs_attention FROM model_status WHERE model_name = %s",
+            (self.o.model,)).fetchone()
+        if attention and attention[0]:
+            self.say(f"{until}: [yellow]the model needs attention[/]: {_e(attention[0])}")
+        else:
+            self.say(f"{until} (cooldown)")
 
     def record_retrain(self, batch: int, e: dict) -> None:
         retrain = Retrain(batch, e["id"], e["reason"], list(e["reasons"]), e["status"],
