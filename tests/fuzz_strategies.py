@@ -80,9 +80,10 @@ def hostile_text(min_size: int = 0) -> st.SearchStrategy[str]:
 
 # -- JSON feature objects -------------------------------------------------------
 
-class RawNumber(str):
-    """A JSON number written as is (``1e400`` is valid JSON, but no Python
-    float)."""
+class RawJSON(str):
+    """JSON text written as is: a number no Python float holds (``1e400``),
+    a token JSON forbids (``NaN``), or ``null`` (Python's None would be SQL
+    NULL)."""
 
 
 #: Valid JSON numbers beyond double precision or at its edges.
@@ -92,8 +93,8 @@ RAW_NUMBERS = ["1e400", "-1e400", "1e-400", "1e-320", "1e308", "-1e308", "-0",
 
 
 def to_json_text(value) -> str:
-    """JSON text of a feature object, with RawNumber values written as is."""
-    if isinstance(value, RawNumber):
+    """JSON text of a feature object, with RawJSON values written as is."""
+    if isinstance(value, RawJSON):
         return str(value)
     if isinstance(value, dict):
         return "{" + ", ".join(f"{json.dumps(k)}: {to_json_text(v)}" for k, v in value.items()) + "}"
@@ -115,7 +116,7 @@ def json_scalars(raw: bool = True) -> st.SearchStrategy:
     """A feature value: number, string, boolean or null."""
     parts = [st.none(), st.booleans(), json_numbers(), hostile_text()]
     if raw:
-        parts.append(st.sampled_from(RAW_NUMBERS).map(RawNumber))
+        parts.append(st.sampled_from(RAW_NUMBERS).map(RawJSON))
     return st.one_of(*parts)
 
 
@@ -162,8 +163,15 @@ def bad_features() -> st.SearchStrategy:
         flat_features(raw=False, max_size=3), feature_keys(), nested_values())
     not_an_object = st.one_of(
         st.lists(json_scalars(raw=False), max_size=3), hostile_text(), json_numbers(),
-        st.booleans(), st.none(), nested_values().filter(lambda v: not isinstance(v, dict)))
+        st.booleans(), st.just(RawJSON("null")),
+        nested_values().filter(lambda v: not isinstance(v, dict)))
     return st.one_of(with_nested, not_an_object)
+
+
+def model_names() -> st.SearchStrategy[str]:
+    """Model names: odd, unicode, long, but within 4000 bytes (a longer name
+    cannot be notified: test_a_model_name_too_long_to_notify_is_a_clear_error)."""
+    return hostile_text(min_size=1).filter(lambda t: len(t.encode()) <= 4000)
 
 
 def finite(x: float) -> bool:

@@ -33,11 +33,12 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from tests.fuzz_strategies import (
-    RawNumber,
+    RawJSON,
     bad_features,
     flat_features,
     fuzz,
     hostile_text,
+    model_names,
     to_json_text,
 )
 from tests.helpers import set_policy
@@ -203,7 +204,7 @@ FLOAT_TEXT_OUT_OF_RANGE = st.sampled_from(["1e400", "-1e400", "1e-400", "-1e-400
 
 def good_training_row() -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({
-        "model_name": st.one_of(st.just("m"), hostile_text(min_size=1)),
+        "model_name": st.one_of(st.just("m"), model_names()),
         "features": flat_features(),
         "label": st.one_of(st.none(), hostile_text()),
         "prediction": st.one_of(st.none(), hostile_text()),
@@ -221,7 +222,7 @@ def training_corruptions() -> st.SearchStrategy[tuple[dict, Rule]]:
         bad_features().map(lambda f: ({"features": f}, FLAT)),
         st.just(({"features": None}, not_null("features"))),
         st.sampled_from(["NaN", "Infinity", "-Infinity"]).map(
-            lambda tok: ({"features": {"x": RawNumber(tok)}},
+            lambda tok: ({"features": {"x": RawJSON(tok)}},
                          input_error("22P02", f'Token "{tok}" is invalid'))),
         st.builds(lambda k, v: {k: v}, NUL_TEXTS, st.just(1)).map(
             lambda f: ({"features": f}, JSON_NUL)),
@@ -231,7 +232,8 @@ def training_corruptions() -> st.SearchStrategy[tuple[dict, Rule]]:
         NUL_TEXTS.map(lambda t: ({"prediction": t}, CLIENT_NUL)),
         UNIT_OUTSIDE.map(lambda v: ({"error_rate": v}, constraint("error_rate_between_0_and_1"))),
         FLOAT_TEXT_OUT_OF_RANGE.map(lambda v: ({"error_rate": v}, FLOAT_OUT_OF_RANGE)),
-        st.sampled_from(["abc", "", "1,5", "0x1"]).map(
+        # ("0x1" is no such text: strtod reads hexadecimal, 1.0.)
+    st.sampled_from(["abc", "", "1,5", "1e", "--1"]).map(
             lambda v: ({"error_rate": v},
                        input_error("22P02", "invalid input syntax for type double precision"))),
     )
@@ -271,7 +273,7 @@ def copy_training(db: Db, rows: list[dict]) -> None:
 
 def good_metric_row() -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({
-        "model_name": st.one_of(st.just("m"), hostile_text(min_size=1)),
+        "model_name": st.one_of(st.just("m"), model_names()),
         "model_version": st.one_of(st.none(), hostile_text()),
         "accuracy": st.one_of(st.none(), st.floats(0, 1), st.sampled_from([0.0, 1.0, 5e-324])),
         "drift_score": st.one_of(st.none(), st.floats(0, allow_infinity=False),
@@ -737,6 +739,26 @@ def policies() -> st.SearchStrategy[dict]:
     })
 
 
+class OneOf:
+    """An expected value that may be any of these (a known bug, and its fix)."""
+
+    def __init__(self, *options):
+        self.options = options
+
+    def __repr__(self):
+        return " or ".join(map(repr, dict.fromkeys(self.options)))
+
+
+def matches(expected, got) -> bool:
+    """``got`` (jsonb read exactly) is ``expected`` (Python values, OneOf)."""
+    if isinstance(expected, OneOf):
+        return any(matches(option, got) for option in expected.options)
+    if isinstance(expected, dict):
+        return (isinstance(got, dict) and expected.keys() == got.keys()
+                and all(matches(v, got[k]) for k, v in expected.items()))
+    return _numbers_exact(expected) == got
+
+
 def _numbers_exact(value):
     """Numbers as jsonb holds a float8: its shortest text, exactly (1e308 is
     no Python int when read back)."""
@@ -883,12 +905,14 @@ class Rules:
                      and r["prediction"] is not None and r["label"] != r["prediction"]]
             fired = {}
             if top is not None and top > p.error_rate_threshold:
-                # The row that fired: SQL takes the lowest id with that
-                # error_rate among all the rows the statement touched, even
-                # unchanged ones (test_an_unchanged_row_is_not_the_row_that_fired).
-                fired.update(error_rate=top, threshold=p.error_rate_threshold,
-                             row_id=min(r["id"] for r in touched
-                                        if r["model_name"] == model and r["error_rate"] == top))
+                # The row that fired: the lowest id with that error_rate among
+                # the rows the statement changed. (The SQL took it among all
+                # the rows it touched, unchanged ones too: either is accepted
+                # until test_an_unchanged_row_is_not_the_row_that_fired passes.)
+                fired.update(error_rate=top, threshold=p.error_rate_threshold, row_id=OneOf(
+                    min(r["id"] for r in mine if r["error_rate"] == top),
+                    min(r["id"] for r in touched
+                        if r["model_name"] == model and r["error_rate"] == top)))
             if wrong:
                 fired.update(self._rolling(model, p, max(wrong)))
             if fired:
@@ -1037,7 +1061,8 @@ class Run:
                     event_stat("a new event deferred (cooldown or futile backoff)")
             assert (id_, model, status, reason, reasons) == (
                 event.id, event.model, event.status, event.reason, event.reasons)
-            assert _exact(details) == _numbers_exact(event.details), f"event {id_} of {model}"
+            assert matches(event.details, _exact(details)), (
+                f"event {id_} of {model}: details\n{_exact(details)}\nexpected\n{event.details}")
             assert run_after == event.run_after, f"run_after of event {id_}"
         notified = [(n["id"], n["model_name"], tuple(n["reasons"]))
                     for n in db.take_notifications()]
@@ -1297,3 +1322,23 @@ def test_a_valid_schedule_interval_does_not_stop_the_schedule_check(db):
     recorded = {r[0] for r in db.execute(
         "SELECT model_name FROM retrain_events WHERE 'schedule' = ANY (reasons)")}
     assert "plain" in recorded
+
+
+@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
+    "record_retrain_event notifies {id, model_name, reasons} with pg_notify, whose payload "
+    "is at most 8000 bytes: a model name of ~8000 bytes, which no constraint refuses, makes "
+    "every firing of the model fail the writer's INSERT from inside PL/pgSQL ('payload "
+    "string too long', 22023) instead of being refused by a rule that names model_name"))
+def test_a_model_name_too_long_to_notify_is_a_clear_error(db):
+    db.reset()
+    name = "x" * 8000
+    try:
+        db.execute("INSERT INTO training_data (model_name, features, error_rate) "
+                   "VALUES (%s, '{}', 0.9)", [name])
+    except psycopg.errors.CheckViolation as exc:
+        assert "model_name" in exc.diag.constraint_name     # refused by a rule: fine
+        return
+    except psycopg.Error as exc:
+        raise KnownBug(f"[{exc.sqlstate}] {exc.diag.message_primary}, raised from "
+                       f"{(exc.diag.context or '').splitlines()[-1]}") from exc
+    assert db.scalar("SELECT count(*) FROM retrain_events WHERE model_name = %s", [name]) == 1
