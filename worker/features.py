@@ -9,6 +9,9 @@ accepts raw feature dicts of any shape.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -18,6 +21,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 NUMERIC = "numeric"
+#: Numbers are clipped to +-HUGE before scaling (their squares stay finite),
+#: and to +-SCALED_BOUND standard deviations after (random forests cast to
+#: float32; nothing is learned from a value a million deviations out).
+HUGE = 1e100
+SCALED_BOUND = 1e6
 CATEGORICAL = "categorical"
 
 
@@ -26,8 +34,84 @@ class NoUsableFeatures(ValueError):
 
 
 def frame_from_features(rows: list[dict]) -> pd.DataFrame:
-    """A DataFrame with one column per feature name (missing keys are NaN)."""
-    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    """A DataFrame with one column per feature name (missing keys are NaN),
+    one row per feature object (from_records alone makes rows of only empty
+    objects a frame of no rows)."""
+    frame = pd.DataFrame.from_records(list(rows)) if len(rows) else pd.DataFrame()
+    if len(frame) != len(rows):
+        frame = pd.DataFrame(index=pd.RangeIndex(len(rows)))
+    return frame
+
+
+class JsonRows(Sequence):
+    """Feature objects kept as JSON text and parsed (json.loads, exactly as
+    psycopg's jsonb loader) only when asked for: the drift baseline reads
+    the rows of a window, training reads a frame built without them.
+
+    ``lines`` holds one JSON text per row; with ``after``, each line is a
+    larger JSON object whose last member is the features object, starting
+    right after the first occurrence of ``after`` (e.g. b',"f":')."""
+
+    def __init__(self, lines: list[bytes], after: bytes | None = None):
+        self._lines = lines
+        self._after = after
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def _text(self, line: bytes) -> bytes:
+        line = line.rstrip(b"\n")
+        if self._after is None:
+            return line
+        return line[line.index(self._after) + len(self._after):-1]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            texts = [self._text(line) for line in self._lines[index]]
+            return json.loads(b"[" + b",".join(texts) + b"]") if texts else []
+        return json.loads(self._text(self._lines[index]))
+
+
+#: json.loads keeps an integer literal beyond 64 bits as a Python int (and
+#: from_records makes its column object); pyarrow makes it a double. jsonb
+#: prints any number without an exponent (1.5e30 as 15 and 29 zeros), so
+#: every double this large came from such a literal, or may have.
+_BEYOND_INT64 = 2.0 ** 63
+
+
+def frame_from_arrow(struct) -> pd.DataFrame | None:
+    """The frame ``frame_from_features`` builds from the same JSON objects,
+    from a pyarrow StructArray of them (pyarrow.json's inference), or None
+    when this fast path cannot promise that: a type other than booleans,
+    64-bit integers, doubles, strings and nulls (pyarrow reads strings that
+    look like timestamps as timestamps), or a number of 2**63 or more.
+    Numbers, strings and booleans come out with the same dtypes and values
+    (tests/unit/test_loading.py); a missing value in an object column may
+    be None where from_records puts NaN or the other way round (it puts None
+    for a JSON null and NaN for an absent key): both are missing to every
+    reader (infer_kinds, coerce, FeatureFrame, the drift baseline). A column
+    that is null throughout is float64 NaN."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names, arrays = [], []
+    for i, field in enumerate(struct.type):
+        t = field.type
+        if not (pa.types.is_boolean(t) or t == pa.int64() or t == pa.float64()
+                or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+            return None
+        child = struct.field(i)
+        if pa.types.is_null(t):
+            child = pa.nulls(len(child), pa.float64())
+        elif t == pa.float64():
+            largest = pc.max(pc.abs(child)).as_py()
+            if largest is not None and not largest < _BEYOND_INT64:
+                return None
+        names.append(field.name)
+        arrays.append(child)
+    if not names:
+        return pd.DataFrame(index=pd.RangeIndex(len(struct)))
+    return pa.Table.from_arrays(arrays, names=names).to_pandas()
 
 
 def infer_kinds(frame: pd.DataFrame) -> dict[str, str]:
@@ -39,8 +123,13 @@ def infer_kinds(frame: pd.DataFrame) -> dict[str, str]:
         values = frame[column].dropna()
         if values.empty:
             continue
-        is_number = values.map(is_json_number)
-        kinds[column] = NUMERIC if is_number.mean() > 0.5 else CATEGORICAL
+        if values.dtype.kind in "iuf":
+            kinds[column] = NUMERIC          # all numbers: no call per value
+        elif values.dtype.kind == "b" or isinstance(values.dtype, pd.StringDtype):
+            kinds[column] = CATEGORICAL      # no numbers at all
+        else:
+            is_number = values.map(is_json_number)
+            kinds[column] = NUMERIC if is_number.mean() > 0.5 else CATEGORICAL
     return kinds
 
 
@@ -52,14 +141,30 @@ def coerce(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
     for column, kind in kinds.items():
         values = frame[column] if column in frame.columns else pd.Series(np.nan, index=frame.index)
         if kind == NUMERIC:
-            numbers = values.map(_number)
+            if values.dtype.kind in "iuf":
+                # Already numbers (no booleans, no objects): the same result
+                # as the value-by-value path, without a Python call per value.
+                numbers = values.astype(float)
+            else:
+                numbers = pd.to_numeric(values.map(_number), errors="coerce").astype(float)
             # Infinite values (JSON numbers beyond double precision) are
-            # treated as missing: estimators and scalers refuse them.
-            out[column] = pd.to_numeric(numbers, errors="coerce").astype(float).replace(
-                [np.inf, -np.inf], np.nan)
+            # treated as missing: estimators and scalers refuse them. Finite
+            # ones near the limit (1e300) are clipped: StandardScaler's
+            # variance of such values overflows.
+            out[column] = numbers.replace([np.inf, -np.inf], np.nan).clip(-HUGE, HUGE)
+        elif _only_text(values):
+            out[column] = values.astype(object).where(values.notna(), np.nan)
         else:
             out[column] = values.map(_category).astype(object)
     return pd.DataFrame(out, index=frame.index)
+
+
+def _only_text(values: pd.Series) -> bool:
+    """Every non-missing value is a str (as a coerced or a string column)."""
+    if isinstance(values.dtype, pd.StringDtype):
+        return True
+    return values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+        "string", "empty")
 
 
 def is_json_number(value) -> bool:
@@ -121,6 +226,20 @@ class FeatureFrame(BaseEstimator, TransformerMixin):
         return coerce(frame, self.kinds_)
 
 
+class Clip(BaseEstimator, TransformerMixin):
+    """Values limited to [-bound, bound]."""
+
+    def __init__(self, bound: float = SCALED_BOUND):
+        self.bound = bound
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def transform(self, X):
+        return np.clip(X, -self.bound, self.bound)
+
+
 def preprocessor(kinds: dict[str, str]) -> ColumnTransformer:
     """Impute and scale numbers; impute and one-hot encode categories,
     tolerating categories unseen in training and grouping rare ones."""
@@ -133,6 +252,7 @@ def preprocessor(kinds: dict[str, str]) -> ColumnTransformer:
             Pipeline([
                 ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
                 ("scale", StandardScaler()),
+                ("bound", Clip(SCALED_BOUND)),
             ]),
             numeric,
         ))

@@ -10,6 +10,8 @@ retrain's model_metrics row and the new drift baseline.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import psycopg
@@ -17,6 +19,7 @@ from psycopg.rows import dict_row
 
 from . import drift
 from .claiming import Event
+from .features import JsonRows, frame_from_arrow, frame_from_features
 from .queries import query
 from .tracking import Tracker
 from .training import Decision, TrainingData, challenge
@@ -32,18 +35,100 @@ def load_policy(conn: psycopg.Connection, model_name: str) -> dict:
         return cur.execute(query("policy_for"), {"model_name": model_name}).fetchone()
 
 
+#: The rows of query load_training_rows (sql/queries.sql), in its order
+#: (newest first), one JSON object per line:
+#: {"i": id, "l": label, "p": prediction, "f": features}. Every value is
+#: JSON text, which has no raw control characters, so the only COPY text
+#: escape in a line is a doubled backslash. PostgreSQL builds each line by
+#: concatenation (features::text is what COPY prints anyway; measured 0.096 s
+#: for 50k rows against 0.069 s for the plain columns, and 0.142 s with an
+#: ORDER BY id, which is why the client reverses the lines); the client
+#: parses all lines in one vectorised call instead of one json.loads per
+#: row. Kept here until it moves to sql/queries.sql.
+LOAD_ROWS_COPY = """
+COPY (
+    SELECT concat('{"i":', id, ',"l":', coalesce(to_json(label)::text, 'null'),
+                  ',"p":', coalesce(to_json(prediction)::text, 'null'),
+                  ',"f":', features::text, '}')
+    FROM ({rows}) AS rows
+) TO STDOUT
+"""
+
 def load_training_data(conn: psycopg.Connection, model_name: str, limit: int) -> TrainingData:
     """The model's newest labelled rows (up to ``limit``), oldest first, with
-    the prediction served for each (None where there was none)."""
-    rows = conn.execute(query("load_training_rows"),
-                        {"model_name": model_name, "limit": limit}).fetchall()
-    rows.reverse()
-    return TrainingData(
-        features=[r[1] for r in rows],
-        labels=[r[2] for r in rows],
-        row_ids=[r[0] for r in rows],
-        predictions=[r[3] for r in rows],
-    )
+    the prediction served for each (None where there was none), and the
+    features' frame as ``frame_from_features`` would build it."""
+    rows = query("load_training_rows").strip().rstrip(";")
+    with conn.cursor() as cur:
+        with cur.copy(LOAD_ROWS_COPY.replace("{rows}", rows),
+                      {"model_name": model_name, "limit": limit}) as copy:
+            # One CopyData message per row: each chunk is one line.
+            lines = [bytes(chunk) for chunk in copy]
+    lines.reverse()                                   # oldest first
+    return parse_copied_rows(lines)
+
+
+def parse_copied_rows(lines: list[bytes]) -> TrainingData:
+    """TrainingData from the lines (oldest first, each ending in a newline)
+    that LOAD_ROWS_COPY prints. Fast path: one pyarrow.json parse of every
+    line; exact path (json.loads per line, as psycopg loads jsonb) whenever
+    pyarrow cannot promise the same values and types (see
+    features.frame_from_arrow), or is not installed."""
+    blob = b"".join(lines)
+    if b"\\\\" in blob:
+        # COPY doubled the backslashes (the only escape in JSON text).
+        blob = blob.replace(b"\\\\", b"\\")
+        lines = [line.replace(b"\\\\", b"\\") for line in lines]
+    fast = _parse_fast(blob)
+    if fast is not None:
+        ids, labels, predictions, frame = fast
+        return TrainingData(features=JsonRows(lines, after=b',"f":'), labels=labels,
+                            row_ids=ids, predictions=predictions, frame=frame)
+    parsed = [json.loads(line) for line in lines]
+    features = [row["f"] for row in parsed]
+    return TrainingData(features=features, labels=[row["l"] for row in parsed],
+                        row_ids=[row["i"] for row in parsed],
+                        predictions=[row["p"] for row in parsed],
+                        frame=frame_from_features(features))
+
+
+def _parse_fast(blob: bytes):
+    try:
+        import pyarrow as pa
+        import pyarrow.json as pj
+    except ImportError:
+        return None
+    if not blob:
+        return [], [], [], frame_from_features([])
+    schema = pa.schema([("i", pa.int64()), ("l", pa.string()), ("p", pa.string())])
+    for attempt in range(2):
+        try:
+            table = pj.read_json(
+                io.BytesIO(blob),
+                read_options=pj.ReadOptions(use_threads=False, block_size=1 << 22),
+                parse_options=pj.ParseOptions(explicit_schema=schema,
+                                              unexpected_field_behavior="infer"))
+        except pa.ArrowInvalid:
+            return None   # e.g. a feature with numbers and strings
+        struct = table.column("f").combine_chunks()
+        frame = frame_from_arrow(struct)
+        if frame is not None:
+            return (table.column("i").to_pylist(), table.column("l").to_pylist(),
+                    table.column("p").to_pylist(), frame)
+        if attempt or not any(_temporal(f.type) for f in struct.type):
+            return None
+        # pyarrow reads strings that look like timestamps as timestamps:
+        # read those features again as the strings they are.
+        fields = [pa.field(f.name, pa.string() if _temporal(f.type) else f.type)
+                  for f in struct.type]
+        schema = schema.append(pa.field("f", pa.struct(fields)))
+    return None
+
+
+def _temporal(t) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_temporal(t)
 
 
 def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event,

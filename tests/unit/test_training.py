@@ -265,3 +265,32 @@ def test_model_names_become_safe_directory_names():
         assert "/" not in encoded and encoded not in (".", "..") and encoded
     assert safe_directory_name("churn_v2") == "churn_v2"
     assert safe_directory_name("a/b") != safe_directory_name("a_b")
+
+
+# --- edges the fuzz tests found (tests/unit/test_fuzz_features.py) --------
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "auto"])
+def test_gradient_boosting_trains_on_a_label_seen_once_and_on_a_tiny_window(estimator):
+    data = rule_rows(300, seed=1)
+    data.labels[5] = "rare"
+    assert challenge(data, estimator=estimator).pipeline is not None
+    tiny = TrainingData([{"x": float(i)} for i in range(12)], ["a", "b"] * 6)
+    assert challenge(tiny, estimator=estimator, min_training_rows=10).pipeline is not None
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest",
+                                       "hist_gradient_boosting"])
+def test_huge_finite_numbers_train_and_predict(estimator):
+    data = rule_rows(300, seed=2)
+    for i, row in enumerate(data.features):
+        row["outlier"] = 1e200 if i % 7 == 0 else 1.0
+    decision = challenge(data, estimator=estimator)
+    assert decision.accuracy > 0.8
+    assert len(decision.pipeline.predict(pd.DataFrame([{"x": 1e39, "outlier": 1e300},
+                                                       {"x": 1.5}]))) == 2
+
+
+def test_a_batch_of_empty_feature_objects_gets_one_prediction_per_row():
+    decision = challenge(rule_rows(200), estimator="logistic_regression")
+    assert len(decision.pipeline.predict([{}])) == 1
+    assert len(decision.pipeline.predict([{}, {}, {"x": 1.0}])) == 3
