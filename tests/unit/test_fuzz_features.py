@@ -24,11 +24,13 @@ from tests.fuzz_strategies import feature_keys, fuzz, hostile_text, json_numbers
 from worker.training import TrainingData, TrainingError, train
 
 #: Column kinds the generator mixes; each column of a data set is one.
-KINDS = ["number", "integer", "string", "boolean", "null", "mixed", "huge", "sparse"]
+KINDS = ["number", "integer", "string", "boolean", "null", "mixed", "huge", "tiny", "sparse"]
 
 #: Numbers at the edges: beyond double precision (jsonb's 1e400 arrives as a
-#: 401-digit int), subnormal, 2**64, and one finite near the limit.
-HUGE = [10**400, -(10**400), 5e-324, 1e-320, 0.0, 2**64, -(2**63), 1e308]
+#: 401-digit int), finite near its limit, 2**64.
+HUGE = [10**400, -(10**400), 1e308, -1.7976931348623157e308, 1e200, 2**64, -(2**63), 1.0]
+#: A column of tiny spread: subnormal numbers and zero.
+TINY = [5e-324, 1e-320, 1e-160, 2e-160, 0.0, -0.0]
 #: Mostly ordinary numbers, sometimes any double or huge int.
 NUMBERS = st.one_of(st.floats(-1e6, 1e6), st.integers(-(10**6), 10**6), json_numbers())
 
@@ -49,6 +51,8 @@ def _value(kind: str, rnd, i: int, signal: bool):
         return rnd.choice([1, "two", None, 3.5, True, "", "4"])
     if kind == "huge":
         return rnd.choice(HUGE)
+    if kind == "tiny":
+        return rnd.choice(TINY)
     if kind == "sparse":
         return "MISSING" if rnd.random() < 0.7 else rnd.random()
     raise AssertionError(kind)
@@ -89,8 +93,8 @@ def training_sets(draw):
 
 def other_rows():
     """Rows the champion may be asked about: any keys, any scalar values."""
-    value = st.one_of(st.none(), st.booleans(), NUMBERS, hostile_text(),
-                      st.sampled_from(HUGE), st.sampled_from(["red", "ultraviolet", ""]))
+    value = st.one_of(st.none(), st.booleans(), NUMBERS, hostile_text(), st.sampled_from(HUGE),
+                      st.sampled_from(TINY), st.sampled_from(["red", "ultraviolet", ""]))
     keys = st.one_of(feature_keys(), st.sampled_from(["x", "color"]))
     return st.lists(st.one_of(st.dictionaries(keys, value, min_size=1, max_size=4),
                               st.dictionaries(keys, value, max_size=4)), min_size=1, max_size=6)
@@ -101,51 +105,6 @@ def assert_readable(exc: TrainingError) -> None:
     assert message.strip(), "an empty message"
     assert "\n" not in message, f"not one line: {message!r}"
     assert len(message) <= 300, f"too long to read: {message[:100]!r}..."
-
-
-class KnownBug(AssertionError):
-    """The symptom of a reported bug: tests marked
-    ``xfail(strict=True, raises=KnownBug)`` still fail on any other error."""
-
-
-#: Largest finite magnitude that StandardScaler squares without overflow
-#: (and that stays finite as float32 after scaling, roughly).
-HUGE_FINITE = 1e150
-
-
-def _numbers(rows):
-    for row in rows:
-        for value in row.values():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                try:
-                    yield abs(float(value))
-                except OverflowError:
-                    pass   # beyond double precision: coerced to missing, fine
-
-
-def known_bug(exc: Exception, *, stage: str, estimator: str, features, asked=None) -> str | None:
-    """Which reported bug (its xfail test) explains a non-TrainingError, if
-    its preconditions hold; None for anything else (a new failure)."""
-    text = str(exc)
-    hgb = estimator in ("hist_gradient_boosting", "auto")
-    if stage == "train":
-        if hgb and ("least populated class" in text
-                    or "should be greater or equal to the number of classes" in text):
-            return "test_gradient_boosting_trains_on_a_label_seen_once_or_a_small_window"
-        if any(x >= HUGE_FINITE for x in _numbers(features)) and (
-                "Input X contains" in text or "window shape cannot be larger" in text):
-            return "test_huge_finite_numbers_do_not_crash_training"
-    if stage == "predict":
-        if all(row == {} for row in asked) and "0 sample(s)" in text:
-            return "test_the_champion_predicts_a_batch_of_empty_feature_objects"
-        # A value far out (or a training column of tiny spread) scales past
-        # float32 (random forests) or double precision (any estimator).
-        extreme = any(x >= 1e30 for x in _numbers(asked)) or any(
-            x >= 1e30 or 0 < x < 1e-100 for x in _numbers(features))
-        if extreme and ("too large for dtype('float32')" in text
-                        or "Input X contains infinity" in text or "Input X contains NaN" in text):
-            return "test_a_random_forest_champion_predicts_rows_with_huge_numbers"
-    return None
 
 
 @fuzz(40)
@@ -166,44 +125,28 @@ def test_training_trains_or_says_why_and_the_champion_predicts_any_row(
             event(f"TrainingError: {str(exc).split(':')[0].split('(')[0]}")
             assert_readable(exc)
             return
-        except Exception as exc:
-            bug = known_bug(exc, stage="train", estimator=estimator, features=features)
-            if bug is None:
-                raise
-            event(f"known bug: {bug}")
-            return
         event("trained")
         classes = set(labels)
         assert 0.0 <= model.accuracy <= 1.0
-        used = model.estimator if estimator == "auto" else estimator
         for rows in (asked, pd.DataFrame(asked)):
-            try:
-                predicted = list(model.pipeline.predict(rows))
-            except Exception as exc:
-                bug = known_bug(exc, stage="predict", estimator=used, features=features,
-                                asked=asked if isinstance(rows, list) else [{"": 0}])
-                if bug is None:
-                    raise
-                event(f"known bug: {bug}")
-                continue
+            predicted = list(model.pipeline.predict(rows))
             assert len(predicted) == len(asked)
             assert {str(p) for p in predicted} <= classes
 
 
-@pytest.mark.parametrize("rows", [[{}] * 60, [{"n": None}] * 60, [{"n": None, "m": {}}] * 60])
+@pytest.mark.parametrize("rows", [[{}] * 60, [{"n": None}] * 60, [{"n": None}, {}] * 30])
 def test_no_usable_feature_is_a_training_error(rows):
     labels = ["a", "b"] * 30
-    rows = [{k: v for k, v in r.items() if v != {}} for r in rows]
     with pytest.raises(TrainingError) as err:
         train(TrainingData(rows, labels, list(range(1, 61))), estimator="logistic_regression")
     assert_readable(err.value)
 
 
 # -----------------------------------------------------------------------------
-# Bugs the fuzzing found in worker/training.py and worker/features.py (not
-# this file's to fix): each a minimal case, strict xfail.
+# Bugs the fuzzing found in worker/training.py and worker/features.py, fixed
+# in db1285d: each a minimal case, kept as a regression test.
 
-def rule_data(n=200, seed=0, **extra):
+def rule_data(n=200, seed=0):
     rnd = random.Random(seed)
     labels = [rnd.choice("ab") for _ in range(n)]
     features = [{"x": (1.0 if label == "a" else -1.0) + rnd.random()} for label in labels]
@@ -220,14 +163,9 @@ def trains_or_says_why(features, labels, **options):
         except TrainingError:
             return None
         except Exception as exc:
-            raise KnownBug(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+            raise AssertionError(f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "HistGradientBoostingClassifier(early_stopping=True) splits its training window "
-    "stratified: a label seen once in the window (a rare class, a typo), or a window so small "
-    "that 10% of it is fewer rows than there are classes (min_training_rows may be 1), "
-    "raises ValueError instead of training or raising TrainingError"))
 @pytest.mark.parametrize("case", ["a label seen once", "a small window"])
 def test_gradient_boosting_trains_on_a_label_seen_once_or_a_small_window(case):
     if case == "a label seen once":
@@ -240,11 +178,6 @@ def test_gradient_boosting_trains_on_a_label_seen_once_or_a_small_window(case):
                            min_training_rows=10)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "coerce() turns numbers beyond double precision into missing values, but finite ones "
-    "near its limit (a JSON 1e200, valid in jsonb and double precision) overflow "
-    "StandardScaler's variance: LogisticRegression gets NaN, RandomForest a value too large "
-    "for float32, HistGradientBoosting fails binning; a ValueError, not TrainingError"))
 @pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest",
                                        "hist_gradient_boosting"])
 def test_huge_finite_numbers_do_not_crash_training(estimator):
@@ -255,9 +188,6 @@ def test_huge_finite_numbers_do_not_crash_training(estimator):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "a random_forest champion casts the scaled features to float32: a row with a number "
-    "above ~3.4e38 (JSON 1e39) makes predict raise ValueError for the whole batch"))
 def test_a_random_forest_champion_predicts_rows_with_huge_numbers():
     features, labels = rule_data()
     model = trains_or_says_why(features, labels, estimator="random_forest")
@@ -265,15 +195,10 @@ def test_a_random_forest_champion_predicts_rows_with_huge_numbers():
     try:
         predicted = model.pipeline.predict(pd.DataFrame([{"x": 1e39}, {"x": 1.5}]))
     except ValueError as exc:
-        raise KnownBug(str(exc)) from exc
+        raise AssertionError(str(exc)) from exc
     assert len(predicted) == 2
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "FeatureFrame.transform builds its frame with pd.DataFrame.from_records, which makes a "
-    "batch of only empty feature objects ([{}], valid rows of training_data) a frame of ZERO "
-    "rows: predict raises 'Found array with 0 sample(s)' instead of predicting one label "
-    "per row (pd.DataFrame([{}]) has the one row)"))
 def test_the_champion_predicts_a_batch_of_empty_feature_objects():
     features, labels = rule_data()
     model = trains_or_says_why(features, labels, estimator="logistic_regression")
@@ -281,5 +206,5 @@ def test_the_champion_predicts_a_batch_of_empty_feature_objects():
     try:
         predicted = model.pipeline.predict([{}])
     except ValueError as exc:
-        raise KnownBug(str(exc)) from exc
+        raise AssertionError(str(exc)) from exc
     assert len(predicted) == 1
