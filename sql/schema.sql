@@ -4,10 +4,9 @@
 -- they change, and tests/migration proves that replaying them gives exactly
 -- this file. Change it together with a new revision, never alone.
 --
--- Everything lives in the schema first on search_path when this runs
--- (default public). Functions pin it with "SET search_path FROM CURRENT"
--- (the migration sets "<schema>, pg_temp"), except small SQL helpers that
--- PostgreSQL inlines into the functions that call them.
+-- Everything lives in the schema first on search_path (default public);
+-- functions pin it ("SET search_path FROM CURRENT", the migration sets
+-- "<schema>, pg_temp"), but for small SQL helpers PostgreSQL inlines.
 
 -- == Tables written by users ================================================
 
@@ -94,8 +93,8 @@ CREATE TABLE retrain_policies (
         CONSTRAINT drift_min_rows_positive CHECK (drift_min_rows > 0),
     drift_window             integer NOT NULL DEFAULT 1000
         CONSTRAINT drift_window_positive CHECK (drift_window > 0),
-    -- After this many automatic retrains in a row without promotion, the
-    -- next automatic events wait futile_backoff, doubling with each further one.
+    -- After this many automatic retrains in a row without promotion, automatic
+    -- events wait futile_backoff, doubling with each further one (at most 7 days).
     futile_retrains          integer NOT NULL DEFAULT 3
         CONSTRAINT futile_retrains_positive CHECK (futile_retrains > 0),
     futile_backoff           interval NOT NULL DEFAULT '1 hour'
@@ -117,8 +116,7 @@ CREATE TABLE retrain_policies (
 
 INSERT INTO retrain_policies (model_name) VALUES ('default');
 
--- The policy that applies to a model: its own row, else the default row.
--- Inlined into the calling query (no SET clause): the callers pin search_path.
+-- The policy of a model: its own row, else the default row (inlined).
 CREATE FUNCTION retrain_policy_for(p_model_name text)
 RETURNS SETOF retrain_policies
 LANGUAGE sql STABLE
@@ -199,18 +197,16 @@ CREATE TABLE retrain_events (
     trained_through_id  bigint              -- the newest of them: windows start after it
 );
 
--- One pending event per model, enforced by the database.
+-- One pending and one running event per model at most, enforced here; due
+-- and stale events for claiming; finished retrains for every other lookup.
 CREATE UNIQUE INDEX retrain_events_one_pending_per_model
     ON retrain_events (model_name) WHERE status = 'pending';
--- One running event per model: two workers never retrain one model at once.
 CREATE UNIQUE INDEX retrain_events_one_running_per_model
     ON retrain_events (model_name) WHERE status = 'running';
--- Claiming: due pending events, and running events whose heartbeat is stale.
 CREATE INDEX retrain_events_pending_run_after_idx
     ON retrain_events (run_after) WHERE status = 'pending';
 CREATE INDEX retrain_events_running_heartbeat_idx
     ON retrain_events (heartbeat_at) WHERE status = 'running';
--- Cooldown, champion, backoff and schedule lookups: finished retrains.
 CREATE INDEX retrain_events_finished_idx
     ON retrain_events (model_name, finished_at) WHERE status IN ('succeeded', 'failed');
 
@@ -234,8 +230,8 @@ AS $$
     SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
 $$;
 
--- Futile retrains: automatic retrains that succeeded without promotion since
--- the model's last promotion or manual request, and when the last ended.
+-- Automatic retrains that succeeded without promotion since the model's last
+-- promotion or manual request, and when the last one ended.
 CREATE FUNCTION retrain_futile_streak(p_model_name text,
                                       OUT retrains integer, OUT last_finished timestamptz)
 LANGUAGE sql STABLE
@@ -252,9 +248,8 @@ AS $$
           '-infinity')
 $$;
 
--- When a new automatic event of the model may run: after the cooldown since
--- its last finished retrain, and after the futile-retrain backoff (doubling
--- from futile_backoff, at most 7 days).
+-- When a new automatic event may run: after the cooldown since the model's
+-- last finished retrain, and after the futile-retrain backoff.
 CREATE FUNCTION retrain_due_at(p_model_name text)
 RETURNS timestamptz
 LANGUAGE sql STABLE
@@ -264,9 +259,11 @@ AS $$
         now(),
         (SELECT max(e.finished_at) FROM retrain_events AS e
          WHERE e.model_name = p_model_name AND e.status IN ('succeeded', 'failed')) + p.cooldown,
+        -- In seconds, so that no futile_backoff overflows the interval.
         CASE WHEN f.retrains >= p.futile_retrains THEN
-            f.last_finished + least(p.futile_backoff * 2 ^ least(f.retrains - p.futile_retrains, 20),
-                                    interval '7 days') END)
+            f.last_finished + make_interval(secs => least(
+                extract(epoch FROM p.futile_backoff) * 2 ^ least(f.retrains - p.futile_retrains, 30),
+                extract(epoch FROM interval '7 days'))) END)
     FROM retrain_policy_for(p_model_name) AS p,
          retrain_futile_streak(p_model_name) AS f
 $$;
@@ -291,9 +288,8 @@ END;
 $$;
 
 -- Records that conditions fired for a model: a new pending event, or the
--- model's pending event extended. p_observed maps each reason to what was
--- observed (values, thresholds, the id of the row that fired it). Notifies
--- on commit. Called by the definer-rights triggers and functions below.
+-- pending one extended. p_observed maps each reason to what was observed
+-- (values, thresholds, the row that fired it). Notifies on commit.
 CREATE FUNCTION record_retrain_event(p_model_name text, p_observed jsonb)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -404,7 +400,9 @@ BEGIN
         SELECT 1 - c.accuracy INTO v_error FROM retrain_champion(p_model_name) AS c;
         -- greatest() skips NULL: no champion, or no margin.
         v_limit := greatest(p.error_rate_threshold, v_error + p.error_rate_margin);
-        IF v_rows >= p.min_error_rows AND v_wrong::double precision / v_rows > v_limit THEN
+        -- Rounded, as accuracy_drop is: 34/200 is not above 0.12 + 0.05.
+        IF v_rows >= p.min_error_rows
+           AND round((v_wrong::double precision / v_rows)::numeric, 12) > round(v_limit::numeric, 12) THEN
             v_fired := v_fired || jsonb_build_object(
                 'rolling_error_rate', v_wrong::double precision / v_rows,
                 'window_rows', v_rows,
@@ -471,9 +469,8 @@ BEGIN
 END;
 $$;
 
--- The same decision for the rows an UPDATE changed: a label that arrives
--- later, a corrected prediction, a new error_rate, a row moved to another
--- model (it counts for the model it moved to).
+-- The same for the rows an UPDATE changed: a label that arrives later, a
+-- corrected prediction, a new error_rate, a row moved to another model.
 CREATE FUNCTION training_data_after_update()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -502,8 +499,10 @@ BEGIN
     LOOP
         v_row_id := NULL;
         IF m.over THEN
-            SELECT min(n.id) INTO v_row_id FROM updated_rows AS n
-            WHERE n.model_name = m.model_name AND n.error_rate = m.max_error_rate;
+            SELECT min(n.id) INTO v_row_id FROM updated_rows AS n JOIN old_rows AS o USING (id)
+            WHERE n.model_name = m.model_name AND n.error_rate = m.max_error_rate
+              AND (n.model_name, n.label, n.prediction, n.error_rate)
+                  IS DISTINCT FROM (o.model_name, o.label, o.prediction, o.error_rate);
         END IF;
         PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id,
                                             m.newest_wrong_id);
@@ -584,8 +583,7 @@ BEGIN
             LIMIT 1;
         END IF;
         SELECT c.accuracy INTO v_champion FROM retrain_champion(NEW.model_name) AS c;
-        -- Rounded, so that float noise (0.9 - 0.85 = 0.05000000000000004) is
-        -- not "more than" a tolerance of 0.05.
+        -- Rounded: float noise (0.9 - 0.85 = 0.05000000000000004) is no drop.
         IF round((v_previous - NEW.accuracy)::numeric, 12) > round(p.accuracy_drop_tolerance::numeric, 12) THEN
             v_fired := v_fired || jsonb_build_object('accuracy_drop', jsonb_build_object(
                 'accuracy', NEW.accuracy, 'previous_accuracy', v_previous,
@@ -709,14 +707,15 @@ DECLARE
 BEGIN
     FOR m IN
         SELECT r.model_name, p.min_training_rows, p.schedule_interval, s.last_success,
-               a.anchor + p.schedule_interval * floor(extract(epoch FROM now() - a.anchor)
-                                                      / extract(epoch FROM p.schedule_interval))
-                   AS period_start
+               -- In seconds, so that no schedule_interval overflows the interval.
+               a.anchor + make_interval(secs => a.seconds * floor(
+                   extract(epoch FROM now() - a.anchor) / a.seconds)) AS period_start
         FROM retrain_models AS r
         CROSS JOIN LATERAL retrain_policy_for(r.model_name) AS p
         CROSS JOIN LATERAL (SELECT max(e.finished_at) AS last_success FROM retrain_events AS e
                             WHERE e.model_name = r.model_name AND e.status = 'succeeded') AS s
-        CROSS JOIN LATERAL (SELECT coalesce(s.last_success, 'epoch') AS anchor) AS a
+        CROSS JOIN LATERAL (SELECT coalesce(s.last_success, 'epoch') AS anchor,
+                                   extract(epoch FROM p.schedule_interval) AS seconds) AS a
         WHERE p.enabled AND p.schedule_interval IS NOT NULL
           AND (s.last_success IS NULL OR now() >= s.last_success + p.schedule_interval)
           AND NOT EXISTS (SELECT FROM retrain_events AS e
@@ -963,11 +962,10 @@ SELECT m.model_name,
        pending.run_after            AS pending_run_after,
        futile.retrains              AS futile_retrains,
        CASE WHEN futile.retrains >= p.futile_retrains THEN format(
-           '%s automatic retrains in a row were not promoted (the champion stays better on '
-           'their holdouts); automatic retrains wait until %s. Check the data and the policy, '
-           'or run worker trigger %s.',
-           futile.retrains, to_char(retrain_due_at(m.model_name), 'YYYY-MM-DD HH24:MI:SS TZ'),
-           m.model_name) END    AS needs_attention
+           '%s automatic retrains in a row were not promoted (the champion stays better): '
+           'automatic retrains wait until %s; check the data and the policy',
+           futile.retrains, to_char(retrain_due_at(m.model_name), 'YYYY-MM-DD HH24:MI TZ'))
+       END                          AS needs_attention
 FROM retrain_models AS m
 CROSS JOIN LATERAL retrain_policy_for(m.model_name) AS p
 CROSS JOIN LATERAL retrain_futile_streak(m.model_name) AS futile

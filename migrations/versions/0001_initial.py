@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="7c5a9fd1fd11031e9e4bb72cb283b3afb9301e2d0f971908dccf78de98cc2888")
+    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="c2352c8bee71b6c9e818c2711c0fc5f80f4286573361a80583599f8d8487ea34")
 
 
 def downgrade() -> None:
