@@ -11,7 +11,6 @@ sees the same examples every time. For a longer hunt on a laptop:
 from __future__ import annotations
 
 import json
-import math
 import os
 
 from hypothesis import HealthCheck, settings
@@ -172,7 +171,3 @@ def model_names() -> st.SearchStrategy[str]:
     """Model names: odd, unicode, long, but within 4000 bytes (a longer name
     cannot be notified: test_a_model_name_too_long_to_notify_is_a_clear_error)."""
     return hostile_text(min_size=1).filter(lambda t: len(t.encode()) <= 4000)
-
-
-def finite(x: float) -> bool:
-    return not (math.isnan(x) or math.isinf(x))
