@@ -277,7 +277,8 @@ class Run:
     cuts: int = 0
 
 
-def simulate(stream, strategy: str, algorithm, growth: float = 0.0) -> Run:
+def simulate(stream, strategy: str, algorithm, growth: float = 0.0,
+             served_anchor: int = 0) -> Run:
     features, labels, _ = stream
     n_batches = len(labels) // BATCH
     run = Run()
@@ -285,6 +286,7 @@ def simulate(stream, strategy: str, algorithm, growth: float = 0.0) -> Run:
     champion = None
     champion_accuracy = None
     champion_rows = 0
+    promoted_row = 0
     last_retrain_row = 0          # error window: rows since the last successful retrain
     baseline = None
     baseline_row = 0              # monitor: rows since the baseline
@@ -312,8 +314,14 @@ def simulate(stream, strategy: str, algorithm, growth: float = 0.0) -> Run:
             if len(window) >= MIN_ERROR_ROWS:
                 error = np.mean([predictions[i] != labels[i] for i in window])
                 threshold = ERROR_THRESHOLD
-                if champion_accuracy is not None:
-                    threshold = max(threshold, 1 - champion_accuracy + ERROR_MARGIN)
+                anchor = None if champion_accuracy is None else 1 - champion_accuracy
+                if served_anchor and hi - promoted_row >= served_anchor:
+                    # Proposed: the champion's error as served, over its first
+                    # rows after promotion, instead of its holdout error.
+                    first = range(promoted_row, promoted_row + served_anchor)
+                    anchor = float(np.mean([predictions[i] != labels[i] for i in first]))
+                if anchor is not None:
+                    threshold = max(threshold, anchor + ERROR_MARGIN)
                 if error > threshold:
                     reasons.append("error_rate")
             if baseline is not None and hi - baseline_row >= DRIFT_MIN_ROWS:
@@ -363,6 +371,7 @@ def simulate(stream, strategy: str, algorithm, growth: float = 0.0) -> Run:
             champion = outcome.pipeline
             champion_accuracy = outcome.accuracy
             champion_rows = outcome.rows_used
+            promoted_row = hi
     return run
 
 
@@ -386,6 +395,10 @@ def main(argv=None) -> int:
     parser.add_argument("--growth", type=float, default=0.0,
                         help="a proposed extra trigger (not in SPEC): retrain once the rows since "
                              "the last retrain reach (GROWTH - 1) x the champion's rows")
+    parser.add_argument("--served-anchor", type=int, default=0, metavar="ROWS",
+                        help="a proposed change (not in SPEC): the error_rate threshold is "
+                             "anchored on the champion's served error over its first ROWS rows "
+                             "once they are labelled, instead of its holdout error")
     parser.add_argument("--hide-predictions", action="store_true",
                         help="training sees no served predictions (the triggers still do)")
     parser.add_argument("--verbose", action="store_true", help="batch accuracies and retrains")
@@ -394,6 +407,7 @@ def main(argv=None) -> int:
 
     print(f"algorithm={args.algorithm} estimator={args.estimator} seeds={args.seeds} "
           f"batches={BATCHES}x{BATCH}" + (f" growth={args.growth}" if args.growth else "")
+          + (f" served-anchor={args.served_anchor}" if args.served_anchor else "")
           + (" training without predictions" if args.hide_predictions else ""))
     header = (f"{'stream':<12} {'strategy':<9} {'seed':>4} {'preq acc':>8} {'retrains':>8} "
               f"{'promoted':>8} {'cuts':>5} {'recovery (batches)':<18} {'fit s':>6}  reasons")
@@ -403,7 +417,7 @@ def main(argv=None) -> int:
         for seed in [int(s) for s in args.seeds.split(",")]:
             stream = STREAMS[stream_name](seed)
             for strategy in args.strategies.split(","):
-                run = simulate(stream, strategy, algorithm, args.growth)
+                run = simulate(stream, strategy, algorithm, args.growth, args.served_anchor)
                 preq = float(np.nanmean(run.batch_accuracy[1:]))
                 rec = recovery(run.batch_accuracy, stream[2])
                 rec_text = ",".join("-" if k is None else str(k) for k in rec) or "n/a"

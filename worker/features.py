@@ -50,17 +50,22 @@ class JsonRows(Sequence):
 
     ``lines`` holds one JSON text per row; with ``after``, each line is a
     larger JSON object whose last member is the features object, starting
-    right after the first occurrence of ``after`` (e.g. b',"f":')."""
+    right after the first occurrence of ``after`` (e.g. b',"f":');
+    ``copy_escaped``: as COPY text prints them (backslashes doubled)."""
 
-    def __init__(self, lines: list[bytes], after: bytes | None = None):
+    def __init__(self, lines: list[bytes], after: bytes | None = None,
+                 copy_escaped: bool = False):
         self._lines = lines
         self._after = after
+        self._escaped = copy_escaped
 
     def __len__(self) -> int:
         return len(self._lines)
 
     def _text(self, line: bytes) -> bytes:
         line = line.rstrip(b"\n")
+        if self._escaped:
+            line = line.replace(b"\\\\", b"\\")
         if self._after is None:
             return line
         return line[line.index(self._after) + len(self._after):-1]

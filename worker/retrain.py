@@ -74,17 +74,14 @@ def parse_copied_rows(lines: list[bytes]) -> TrainingData:
     line; exact path (json.loads per line, as psycopg loads jsonb) whenever
     pyarrow cannot promise the same values and types (see
     features.frame_from_arrow), or is not installed."""
-    blob = b"".join(lines)
-    if b"\\\\" in blob:
-        # COPY doubled the backslashes (the only escape in JSON text).
-        blob = blob.replace(b"\\\\", b"\\")
-        lines = [line.replace(b"\\\\", b"\\") for line in lines]
+    # COPY doubled the backslashes (the only COPY escape in JSON text).
+    blob = b"".join(lines).replace(b"\\\\", b"\\")
     fast = _parse_fast(blob)
     if fast is not None:
         ids, labels, predictions, frame = fast
-        return TrainingData(features=JsonRows(lines, after=b',"f":'), labels=labels,
-                            row_ids=ids, predictions=predictions, frame=frame)
-    parsed = [json.loads(line) for line in lines]
+        return TrainingData(features=JsonRows(lines, after=b',"f":', copy_escaped=True),
+                            labels=labels, row_ids=ids, predictions=predictions, frame=frame)
+    parsed = [json.loads(line.replace(b"\\\\", b"\\")) for line in lines]
     features = [row["f"] for row in parsed]
     return TrainingData(features=features, labels=[row["l"] for row in parsed],
                         row_ids=[row["i"] for row in parsed],
