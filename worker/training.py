@@ -3,33 +3,42 @@ its holdout scores out. No database, no MLflow here.
 
 A retrain (``challenge``) works on the model's newest rows, oldest first:
 
-1. The data window. Rows from before the latest change teach the old
-   concept, so the data starts where the current regime starts, found from
-   evidence older than the choices judged on it:
-   - the served predictions (``prediction``, each row's out-of-sample
-     prediction by the model that served it): the latest significant rise
-     of their error rate marks a concept change;
-   - the inputs: the latest point where the feature distribution moved by
-     more than half the drift threshold (PSI) marks an input shift; the
-     model is trained, and baselined, on where the inputs are now.
-   Without either (no predictions, nothing moved) the data is every row.
+1. The data window: where the current regime starts. Rows from before a
+   concept change teach the old concept, and rows from before an input
+   shift keep the old inputs alive in the model and its drift baseline.
+   - The champion's own window (the ids it learned from travel with the
+     registered pipeline) is the default start.
+   - A concept change since then moves it: a significant rise of the error
+     rate of the predictions served for the rows the champion never
+     learned from (``prediction``; where the newest rows have none, the
+     champion's predictions, else a backtest model's). Without a champion
+     window, the latest rise anywhere in the rows.
+   - An input shift moves it: the latest point where a feature's
+     distribution moved by more than half the drift threshold (PSI).
+   The start comes from the champion's errors and the inputs, never from a
+   challenger's score. (Those errors include the newest rows, the holdout
+   among them; so the holdout's size follows them. A challenger gains
+   nothing from it: it is neither fitted nor chosen on the holdout.)
 2. The split, sized by that recency: the newest ``holdout_fraction`` of the
    data window is the holdout H, which decides promotion and nothing else;
    the same fraction of the rest, just before H, is the validation slice V.
 3. Choices judged on V only: training windows ending before V (the data
-   window's rows before V, and a half and a quarter of them; after a
-   detected change also every row before V within the input regime, in
-   case the change was noise) and, for ``estimator='auto'``, logistic
-   regression against gradient boosting. The data window is the default;
-   another window wins only when it is significantly better on V (a paired
-   test on the rows where the two disagree), so that validation noise does
-   not shrink or stretch the window.
+   window's rows before V, a half and a quarter of them, and after a
+   detected change every row before V within the input regime, in case the
+   change was noise) and, for ``estimator='auto'``, logistic regression
+   against gradient boosting. The data window and the champion's estimator
+   are the defaults; another choice wins only when significantly better on
+   V (McNemar's z on the rows where the two disagree), so that validation
+   noise neither shrinks nor stretches the window.
 4. The decision model: the chosen estimator on the chosen window plus V,
-   scored on H against the champion on H. Promoted when there is no
+   scored on H next to the champion on H. Promoted when there is no
    champion or it is at least as accurate.
 5. Fresh: a promoted model is refit on the same start through the newest
    row (holdout included), and that refit is what is registered and served,
-   so that right after a change it predicts the new concept.
+   so that right after a change it predicts the new concept. An unpromoted
+   one is registered as decided (it learned from the rows before H).
+
+bench/adaptation_sim.py measures all this on drifting streams.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from .features import (CATEGORICAL, NUMERIC, FeatureFrame, NoUsableFeatures, coerce,
+from .features import (NUMERIC, FeatureFrame, NoUsableFeatures, coerce,
                        frame_from_features, infer_kinds, preprocessor)
 
 #: Threads per fit. Several workers may share a machine, and on the data
@@ -376,7 +385,7 @@ def _backtest_errors(x: pd.DataFrame, labels: np.ndarray, kinds: dict[str, str],
     try:
         with threadpool_limits(TRAINING_THREADS):
             model = _fit(kinds, estimator, x.iloc[start:cut], labels[start:cut])
-    except NoUsableFeatures:
+    except Exception:  # noqa: BLE001 - an aid to the window; the retrain goes on
         return errors
     errors[cut:] = ~_correct(model, x.iloc[cut:], labels[cut:])
     return errors
@@ -391,7 +400,7 @@ def mcnemar_z(better: np.ndarray, worse: np.ndarray) -> float:
     return (wins - losses) / math.sqrt(wins + losses)
 
 
-def choose(default, candidates: dict, correct: dict, z: float = SIGNIFICANT_Z):
+def choose(default, candidates, correct: dict, z: float = SIGNIFICANT_Z):
     """The key of ``candidates`` to use: ``default`` unless another is
     significantly better than it on the validation rows (``correct[key]`` is
     a boolean array per row); among such, the most accurate."""
@@ -503,9 +512,10 @@ def train(data: TrainingData, *, estimator: str = "auto", min_training_rows: int
         rows = int(before_v * fraction)
         if rows >= max(50, min_training_rows // 2):
             starts.add(vs - rows)
-    if training_window is None and not prefer_recent and split.start > 0:
-        # The data window was cut at a detected change: every row before V
-        # (within the input regime) is tried too, in case it was noise.
+    if training_window is None and not prefer_recent and split.error_change is not None \
+            and split.start > 0:
+        # The data window was cut at a change detected now: every row before
+        # V (within the input regime) is tried too, in case it was noise.
         oldest = 0 if split.input_change is None else max(0, n - split.input_change)
         if oldest < split.start:
             starts.add(oldest)

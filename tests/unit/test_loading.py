@@ -10,7 +10,6 @@ import json
 import math
 import random
 
-import numpy as np
 import pandas as pd
 import pytest
 
