@@ -13,7 +13,7 @@
 CREATE TABLE training_data (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model_name  text NOT NULL DEFAULT 'default'
-        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+        CONSTRAINT model_name_1_to_200_characters CHECK (length(model_name) BETWEEN 1 AND 200),
     features    jsonb NOT NULL
         -- A flat JSON object: feature name -> number, string, boolean or null.
         CONSTRAINT features_must_be_flat_json_object CHECK (
@@ -35,7 +35,7 @@ CREATE INDEX training_data_model_id_idx ON training_data (model_name, id);
 CREATE TABLE model_metrics (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     model_name     text NOT NULL
-        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+        CONSTRAINT model_name_1_to_200_characters CHECK (length(model_name) BETWEEN 1 AND 200),
     model_version  text,
     accuracy       double precision
         CONSTRAINT accuracy_between_0_and_1 CHECK (accuracy BETWEEN 0 AND 1),
@@ -56,7 +56,7 @@ CREATE INDEX model_metrics_model_source_id_idx ON model_metrics (model_name, sou
 
 CREATE TABLE retrain_policies (
     model_name               text PRIMARY KEY
-        CONSTRAINT model_name_not_empty CHECK (model_name <> ''),
+        CONSTRAINT model_name_1_to_200_characters CHECK (length(model_name) BETWEEN 1 AND 200),
     enabled                  boolean NOT NULL DEFAULT true,
     error_rate_threshold     double precision NOT NULL DEFAULT 0.1
         CONSTRAINT error_rate_threshold_between_0_and_1 CHECK (error_rate_threshold BETWEEN 0 AND 1),
@@ -70,13 +70,14 @@ CREATE TABLE retrain_policies (
     combined_max_accuracy    double precision NOT NULL DEFAULT 0.9
         CONSTRAINT combined_max_accuracy_between_0_and_1 CHECK (combined_max_accuracy BETWEEN 0 AND 1),
     drift_alone              boolean NOT NULL DEFAULT false,
-    -- Intervals are bounded so that timestamps computed from them stay in range.
+    -- Intervals are checked in seconds, as they are used (a year of months is
+    -- 365.25 days, not 12 x 30), and at most 10 years (315,576,000 s).
     schedule_interval        interval DEFAULT '7 days'
-        CONSTRAINT schedule_interval_positive CHECK (schedule_interval > '0'::interval)
-        CONSTRAINT schedule_interval_at_most_10_years CHECK (schedule_interval <= '10 years'::interval),
+        CONSTRAINT schedule_interval_positive CHECK (extract(epoch FROM schedule_interval) > 0)
+        CONSTRAINT schedule_interval_at_most_10_years CHECK (extract(epoch FROM schedule_interval) <= 315576000),
     cooldown                 interval NOT NULL DEFAULT '1 hour'
-        CONSTRAINT cooldown_not_negative CHECK (cooldown >= '0'::interval)
-        CONSTRAINT cooldown_at_most_10_years CHECK (cooldown <= '10 years'::interval),
+        CONSTRAINT cooldown_not_negative CHECK (extract(epoch FROM cooldown) >= 0)
+        CONSTRAINT cooldown_at_most_10_years CHECK (extract(epoch FROM cooldown) <= 315576000),
     min_training_rows        integer NOT NULL DEFAULT 50
         CONSTRAINT min_training_rows_positive CHECK (min_training_rows > 0),
     max_attempts             integer NOT NULL DEFAULT 3
@@ -98,8 +99,8 @@ CREATE TABLE retrain_policies (
     futile_retrains          integer NOT NULL DEFAULT 3
         CONSTRAINT futile_retrains_positive CHECK (futile_retrains > 0),
     futile_backoff           interval NOT NULL DEFAULT '1 hour'
-        CONSTRAINT futile_backoff_not_negative CHECK (futile_backoff >= '0'::interval)
-        CONSTRAINT futile_backoff_at_most_10_years CHECK (futile_backoff <= '10 years'::interval),
+        CONSTRAINT futile_backoff_not_negative CHECK (extract(epoch FROM futile_backoff) >= 0)
+        CONSTRAINT futile_backoff_at_most_10_years CHECK (extract(epoch FROM futile_backoff) <= 315576000),
     -- What training needs; training_window NULL: the worker picks it.
     estimator                text NOT NULL DEFAULT 'hist_gradient_boosting'
         CONSTRAINT estimator_is_known CHECK (estimator IN (

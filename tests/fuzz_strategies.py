@@ -168,6 +168,6 @@ def bad_features() -> st.SearchStrategy:
 
 
 def model_names() -> st.SearchStrategy[str]:
-    """Model names: odd, unicode, long, but within 4000 bytes (a longer name
-    cannot be notified: test_a_model_name_too_long_to_notify_is_a_clear_error)."""
-    return hostile_text(min_size=1).filter(lambda t: len(t.encode()) <= 4000)
+    """Model names: odd, unicode, up to the 200 characters the schema allows
+    (model_name_1_to_200_characters)."""
+    return hostile_text(min_size=1).filter(lambda t: len(t) <= 200)

@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="c2352c8bee71b6c9e818c2711c0fc5f80f4286573361a80583599f8d8487ea34")
+    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="183ea954ce95380a999b21657c05cc4959d05af10c26f9ddd38db69a1e7800c8")
 
 
 def downgrade() -> None:

@@ -215,7 +215,7 @@ def good_training_row() -> st.SearchStrategy[dict]:
 def training_corruptions() -> st.SearchStrategy[tuple[dict, Rule]]:
     """(changes to a good row, the rule they break)."""
     return st.one_of(
-        st.just(({"model_name": ""}, constraint("model_name_not_empty"))),
+        st.just(({"model_name": ""}, constraint("model_name_1_to_200_characters"))),
         st.just(({"model_name": None}, not_null("model_name"))),
         NUL_TEXTS.map(lambda t: ({"model_name": t}, CLIENT_NUL)),
         bad_features().map(lambda f: ({"features": f}, FLAT)),
@@ -283,7 +283,7 @@ def good_metric_row() -> st.SearchStrategy[dict]:
 
 def metric_corruptions() -> st.SearchStrategy[tuple[dict, Rule]]:
     return st.one_of(
-        st.just(({"model_name": ""}, constraint("model_name_not_empty"))),
+        st.just(({"model_name": ""}, constraint("model_name_1_to_200_characters"))),
         st.just(({"model_name": None}, not_null("model_name"))),
         NUL_TEXTS.map(lambda t: ({"model_name": t}, CLIENT_NUL)),
         NUL_TEXTS.map(lambda t: ({"model_version": t}, CLIENT_NUL)),
@@ -342,13 +342,14 @@ NEGATIVE_INTERVALS = st.one_of(
     st.sampled_from(["-1 microsecond", "-1 day", "1 day -25 hours", "1 mon -31 days",
                      "-10 years", "-178000000 years"]),
     st.integers(1, 10**12).map(lambda us: f"-{us} microseconds"))
+# Over 10 years as extract(epoch) measures it: 3652.5 days.
 OVER_10_YEARS = st.one_of(
-    st.sampled_from(["10 years 1 microsecond", "3601 days", "86401 hours", "121 mons",
+    st.sampled_from(["10 years 1 microsecond", "3653 days", "87661 hours", "121 mons",
                      "11 years -1 day", "178000000 years"]),
-    st.integers(3600 * 86400 * 10**6 + 1, 2**62).map(lambda us: f"{us} microseconds"))
+    st.integers(36525 * 8640 * 10**6 + 1, 2**62).map(lambda us: f"{us} microseconds"))
 
 POLICY_BAD = {
-    "model_name_not_empty": st.just(("model_name", "", constraint("model_name_not_empty"))),
+    "model_name_1_to_200_characters": st.just(("model_name", "", constraint("model_name_1_to_200_characters"))),
     **{f"{c}_between_0_and_1": _unit_check(c) for c in (
         "error_rate_threshold", "min_accuracy", "accuracy_drop_tolerance",
         "combined_max_accuracy", "error_rate_margin")},
@@ -1293,24 +1294,19 @@ def test_a_valid_schedule_interval_does_not_stop_the_schedule_check(db):
     assert "plain" in recorded
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "record_retrain_event notifies {id, model_name, reasons} with pg_notify, whose payload "
-    "is at most 8000 bytes: a model name of ~8000 bytes, which no constraint refuses, makes "
-    "every firing of the model fail the writer's INSERT from inside PL/pgSQL ('payload "
-    "string too long', 22023) instead of being refused by a rule that names model_name"))
-def test_a_model_name_too_long_to_notify_is_a_clear_error(db):
+def test_a_model_name_too_long_to_notify_is_refused_by_its_rule(db):
+    # pg_notify refuses payloads of 8000 bytes and more, and every firing
+    # notifies: names are at most 200 characters (MLflow's limit is 256).
     db.reset()
-    name = "x" * 8000
-    try:
-        db.execute("INSERT INTO training_data (model_name, features, error_rate) "
-                   "VALUES (%s, '{}', 0.9)", [name])
-    except psycopg.errors.CheckViolation as exc:
-        assert "model_name" in exc.diag.constraint_name     # refused by a rule: fine
-        return
-    except psycopg.Error as exc:
-        raise KnownBug(f"[{exc.sqlstate}] {exc.diag.message_primary}, raised from "
-                       f"{(exc.diag.context or '').splitlines()[-1]}") from exc
-    assert db.scalar("SELECT count(*) FROM retrain_events WHERE model_name = %s", [name]) == 1
+    for table, columns in (("training_data", "(model_name, features, error_rate) VALUES (%s, '{}', 0.9)"),
+                           ("model_metrics", "(model_name, accuracy) VALUES (%s, 0.1)"),
+                           ("retrain_policies", "(model_name) VALUES (%s)")):
+        with pytest.raises(psycopg.errors.CheckViolation) as err:
+            db.execute(f"INSERT INTO {table} {columns}", ["x" * 201])
+        assert err.value.diag.constraint_name == "model_name_1_to_200_characters"
+    db.execute("INSERT INTO training_data (model_name, features, error_rate) "
+               "VALUES (%s, '{}', 0.9)", ["\u00e9\"" * 100])
+    assert db.scalar("SELECT count(*) FROM retrain_events") == 1
 
 
 # -----------------------------------------------------------------------------
@@ -1319,6 +1315,7 @@ def test_a_model_name_too_long_to_notify_is_a_clear_error(db):
 
 MICROS_PER_DAY = 86_400 * 10**6
 TEN_YEARS = 3600 * MICROS_PER_DAY          # '10 years' as PostgreSQL compares intervals
+TEN_YEARS_EPOCH = 10 * 365.25 * 86_400     # and as extract(epoch) measures it
 
 
 @dataclass(frozen=True)
@@ -1371,7 +1368,9 @@ def intervals(positive: bool) -> st.SearchStrategy[Interval]:
     edges = st.sampled_from([Interval(0, 1, -86_399 * 10**6), Interval(1, -30, 10**6),
                              Interval(1000, -30_000, 1), Interval(-1, 30, 1),
                              Interval(120, -1, MICROS_PER_DAY)])
-    return st.one_of(single, mixed, edges).filter(lambda i: lower <= i.span <= TEN_YEARS)
+    # The CHECKs measure an interval in seconds (extract(epoch)).
+    return st.one_of(single, mixed, edges).filter(
+        lambda i: (i.epoch > 0 if positive else i.epoch >= 0) and i.epoch <= TEN_YEARS_EPOCH)
 
 
 def valid_policies() -> st.SearchStrategy[dict]:
@@ -1431,65 +1430,25 @@ def test_any_valid_policy_keeps_writers_and_the_schedule_check_working(
         ("SELECT count(*) FROM refresh_drift()", None),
     ]
     for statement, params in data.draw(st.permutations(statements), label="statements"):
-        try:
-            db.execute(statement, params)
-        except (psycopg.errors.DatetimeFieldOverflow, psycopg.errors.DivisionByZero) as exc:
-            # The reported bugs, only where they apply: an interval that
-            # compares >= 0 but whose epoch is not above 0.
-            backoff, schedule = policy["futile_backoff"], policy["schedule_interval"]
-            if "retrain_due_at" in (exc.diag.context or "") and backoff.epoch < 0 \
-                    and streak >= policy["futile_retrains"]:
-                event_stat("known bug: a futile_backoff of negative epoch")
-                return
-            if "check_retrain_schedules" in (exc.diag.context or "") \
-                    and schedule is not None and schedule.epoch <= 0:
-                event_stat("known bug: a schedule_interval of epoch <= 0")
-                return
-            raise
+        db.execute(statement, params)
     # Whatever fired is recorded and well formed.
     for reason, reasons, details in db.execute(
             "SELECT reason, reasons, details FROM retrain_events WHERE status = 'pending'"):
         assert reason == reasons[0] and set(details) == set(reasons)
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "since a240256 retrain_due_at computes the futile backoff as "
-    "make_interval(secs => extract(epoch FROM futile_backoff) * 2^k): the CHECK compares "
-    "intervals with 30-day months, extract(epoch) counts a year of months as 365.25 days, so "
-    "'-12 mons 360 days' passes futile_backoff_not_negative (= 0) with an epoch of -5.25 days; "
-    "after a long futile streak the backoff is ~-240,000 years and every automatic firing "
-    "fails the writer's INSERT with 'timestamp out of range'"))
-def test_a_futile_backoff_that_compares_as_zero_does_not_break_inserts(db):
+@pytest.mark.parametrize("column, value", [
+    ("futile_backoff", "-12 mons 360 days"),          # compares as 0, epoch -5.25 days
+    ("schedule_interval", "-12 mons 365 days 6 hours"),  # compares as 5.25 days, epoch 0
+    ("cooldown", "-12 mons 360 days"),
+])
+def test_intervals_are_checked_by_their_length_in_seconds(db, column, value):
+    """The interval arithmetic works in seconds (extract(epoch)), where a year
+    of months is 365.25 days; comparing intervals counts 12 x 30. The CHECKs
+    use the former, so a value that would break the arithmetic is refused
+    (it made every automatic firing of the model, or every model's schedule
+    check, fail)."""
     db.reset()
-    set_policy(db.conn, "m", futile_retrains=1, futile_backoff="-12 mons 360 days", cooldown="0")
-    db.execute("INSERT INTO retrain_events (model_name, reason, reasons, status, started_at, "
-               "finished_at, accuracy, promoted) "
-               "SELECT 'm', 'error_rate', '{error_rate}', 'succeeded', now(), "
-               "now() - i * interval '1 minute', 0.5, false FROM generate_series(1, 25) AS i")
-    try:
-        db.execute("INSERT INTO training_data (model_name, features, error_rate) "
-                   "VALUES ('m', '{}', 0.9)")
-    except psycopg.errors.DatetimeFieldOverflow as exc:
-        raise KnownBug(f"a good row was rejected: {exc}") from exc
-    assert db.scalar("SELECT count(*) FROM retrain_events WHERE status = 'pending'") == 1
-
-
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=(
-    "since a240256 check_retrain_schedules divides by extract(epoch FROM schedule_interval): "
-    "'-12 mons 365 days 6 hours' passes schedule_interval_positive (5.25 days with 30-day "
-    "months) but its epoch is 0 (a year of months is 365.25 days there): 'division by zero' "
-    "in the FOR query stops the schedules of EVERY model (an epoch below 0 gives periods "
-    "that run backwards)"))
-def test_a_schedule_interval_of_zero_epoch_does_not_stop_the_schedule_check(db):
-    db.reset()
-    set_policy(db.conn, "odd", schedule_interval="-12 mons 365 days 6 hours", min_training_rows=1)
-    set_policy(db.conn, "plain", schedule_interval="1 day", min_training_rows=1)
-    db.execute("INSERT INTO training_data (model_name, features, label) "
-               "VALUES ('odd', '{}', 'a'), ('plain', '{}', 'a')")
-    try:
-        db.execute("SELECT check_retrain_schedules()")
-    except psycopg.errors.DivisionByZero as exc:
-        raise KnownBug(f"the schedule check failed for every model: {exc}") from exc
-    recorded = {r[0] for r in db.execute(
-        "SELECT model_name FROM retrain_events WHERE 'schedule' = ANY (reasons)")}
-    assert "plain" in recorded
+    with pytest.raises(psycopg.errors.CheckViolation) as err:
+        set_policy(db.conn, "m", **{column: value})
+    assert err.value.diag.constraint_name.startswith(column)
