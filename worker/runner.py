@@ -173,6 +173,11 @@ class Worker:
                 # Training and recording may be cut by a signal (the event
                 # goes back to the queue); writing to MLflow, inside, is not.
                 with signals.raising(HandBack):
+                    self.tracker.run_tags = {
+                        "pg_retrain.event_id": str(event.id),
+                        "pg_retrain.attempt": str(event.attempts),
+                        "pg_retrain.worker_id": self.settings.worker_id,
+                    }
                     self.reconcile_champion(event.model_name)
                     outcome = retrain(self._work_conn(), self.tracker, event,
                                       still_ours=lambda: self._check_ours(event, heartbeat))

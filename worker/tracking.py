@@ -67,6 +67,11 @@ class Tracker:
         mlflow.set_registry_uri(self.uri)
         self._mlflow = mlflow
         self.client = mlflow.MlflowClient(self.uri, self.uri)
+        #: Tags every run of the current retrain gets besides its own: the
+        #: worker sets who runs which attempt of which event, so that runs of
+        #: one event can be told apart (bench/chaos.py checks that no two
+        #: attempts of an event overlap).
+        self.run_tags: dict[str, str] = {}
         with self.lock():
             # First use creates the store's tables: serialised by the lock.
             self.client.search_experiments(max_results=1)
@@ -142,7 +147,8 @@ class Tracker:
             with self._mlflow.start_run(experiment_id=experiment_id) as run:
                 self._mlflow.log_params({k: _param(v) for k, v in params.items()})
                 self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-                self._mlflow.set_tags({"pg_retrain.promoted": str(promoted).lower()})
+                self._mlflow.set_tags({**self.run_tags,
+                                       "pg_retrain.promoted": str(promoted).lower()})
                 info = self._mlflow.sklearn.log_model(
                     pipeline,
                     name="model",
