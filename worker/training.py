@@ -95,6 +95,8 @@ CHANGE_BEFORE_ROWS = 2000
 #: model fitted before the newest BACKTEST_ROWS predicts them.
 BACKTEST_ROWS = 5000
 BACKTEST_FIT_ROWS = 10000
+#: Most rows the drift baseline is computed from (see Decision.baseline_rows).
+BASELINE_MAX_ROWS = 20000
 #: Input shift: PSI above this fraction of the drift threshold cuts.
 INPUT_SHIFT_FRACTION = 0.5
 DRIFT_THRESHOLD = 0.25
@@ -630,8 +632,17 @@ class Decision:
 
     def baseline_rows(self, data: TrainingData) -> list[dict]:
         """The rows the drift baseline describes: the chosen window through
-        the newest row (where the inputs are now), holdout included."""
-        return data.features[self.trained.start:]
+        the newest row (where the inputs are now), holdout included; of a
+        window longer than BASELINE_MAX_ROWS, every k-th row (drift.baseline
+        costs ~20 s per million rows, and deciles and shares of 20k evenly
+        spread rows differ from the window's by a PSI of ~0.0005)."""
+        rows = len(data) - self.trained.start
+        if rows <= BASELINE_MAX_ROWS:
+            return data.features[self.trained.start:]
+        step = math.ceil(rows / BASELINE_MAX_ROWS)
+        # The newest row is always in; the slice parses only what it keeps.
+        first = self.trained.start + (rows - 1) % step
+        return data.features[first::step]
 
     def trained_through_id(self, data: TrainingData) -> int | None:
         return data.row_ids[self.last_row - 1] if data.row_ids else None

@@ -294,3 +294,14 @@ def test_a_batch_of_empty_feature_objects_gets_one_prediction_per_row():
     decision = challenge(rule_rows(200), estimator="logistic_regression")
     assert len(decision.pipeline.predict([{}])) == 1
     assert len(decision.pipeline.predict([{}, {}, {"x": 1.0}])) == 3
+
+
+def test_the_baseline_describes_the_window_and_samples_a_long_one_evenly():
+    data = rule_rows(1000, seed=10, noise=0.1, ids=True)
+    decision = challenge(data, estimator="logistic_regression")
+    assert decision.baseline_rows(data) == data.features[decision.trained.start:]
+    many = rule_rows(25000, seed=11, noise=0.1, ids=True)
+    decision = challenge(many, estimator="logistic_regression")
+    rows = decision.baseline_rows(many)
+    assert decision.trained.start == 0 and len(rows) == 12500
+    assert rows[-1] is many.features[-1] and rows[0] is many.features[1]
