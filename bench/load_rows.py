@@ -9,8 +9,10 @@ then times, interleaved, the median of REPS runs of:
 - ``copy``:   ``COPY (load_training_rows) TO STDOUT``, every byte read, no parsing;
 - ``before``: the loader before issue 12 (fetchall, psycopg's json.loads per
   row, frame_from_features);
-- ``now``:    worker.retrain.load_training_data (COPY of one JSON line per
-  row, pyarrow.json, frame_from_arrow), which must stay within 2x ``copy``.
+- ``now``:    worker.retrain.load_training_data (the same COPY, its columns
+  split by pyarrow's CSV reader and every features object parsed by one
+  pyarrow JSON read, features.frame_from_arrow), which should stay within
+  2x ``copy``.
 
 Both loaders' frames, ids, labels and predictions are compared (values and
 dtypes; a missing value may be None or NaN in object columns).

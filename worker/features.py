@@ -48,33 +48,35 @@ class JsonRows(Sequence):
     psycopg's jsonb loader) only when asked for: the drift baseline reads
     the rows of a window, training reads a frame built without them.
 
-    ``lines`` holds one JSON text per row; with ``after``, each line is a
-    larger JSON object whose last member is the features object, starting
-    right after the first occurrence of ``after`` (e.g. b',"f":');
-    ``copy_escaped``: as COPY text prints them (backslashes doubled)."""
+    ``texts``: one JSON text per row, a list of str or bytes or a pyarrow
+    string array; ``copy_escaped``: as COPY text prints them (backslashes
+    doubled)."""
 
-    def __init__(self, lines: list[bytes], after: bytes | None = None,
-                 copy_escaped: bool = False):
-        self._lines = lines
-        self._after = after
+    def __init__(self, texts, copy_escaped: bool = False):
+        self._texts = texts
         self._escaped = copy_escaped
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._texts)
 
-    def _text(self, line: bytes) -> bytes:
-        line = line.rstrip(b"\n")
-        if self._escaped:
-            line = line.replace(b"\\\\", b"\\")
-        if self._after is None:
-            return line
-        return line[line.index(self._after) + len(self._after):-1]
+    def _list(self) -> list:
+        if hasattr(self._texts, "to_pylist"):
+            self._texts = self._texts.to_pylist()
+        return self._texts
 
     def __getitem__(self, index):
-        if isinstance(index, slice):
-            texts = [self._text(line) for line in self._lines[index]]
-            return json.loads(b"[" + b",".join(texts) + b"]") if texts else []
-        return json.loads(self._text(self._lines[index]))
+        texts = self._list()[index]
+        if not isinstance(index, slice):
+            texts = [texts]
+        if not texts:
+            return []
+        joined = (b"," if isinstance(texts[0], bytes) else ",").join(texts)
+        if isinstance(joined, bytes):
+            joined = joined.decode()
+        if self._escaped:
+            joined = joined.replace("\\\\", "\\")
+        parsed = json.loads("[" + joined + "]")
+        return parsed if isinstance(index, slice) else parsed[0]
 
 
 #: json.loads keeps an integer literal beyond 64 bits as a Python int (and
@@ -84,9 +86,9 @@ class JsonRows(Sequence):
 _BEYOND_INT64 = 2.0 ** 63
 
 
-def frame_from_arrow(struct) -> pd.DataFrame | None:
+def frame_from_arrow(table) -> pd.DataFrame | None:
     """The frame ``frame_from_features`` builds from the same JSON objects,
-    from a pyarrow StructArray of them (pyarrow.json's inference), or None
+    from a pyarrow Table of them (pyarrow.json's inference), or None
     when this fast path cannot promise that: a type other than booleans,
     64-bit integers, doubles, strings and nulls (pyarrow reads strings that
     look like timestamps as timestamps), or a number of 2**63 or more.
@@ -100,12 +102,12 @@ def frame_from_arrow(struct) -> pd.DataFrame | None:
     import pyarrow.compute as pc
 
     names, arrays = [], []
-    for i, field in enumerate(struct.type):
+    for i, field in enumerate(table.schema):
         t = field.type
         if not (pa.types.is_boolean(t) or t == pa.int64() or t == pa.float64()
                 or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
             return None
-        child = struct.field(i)
+        child = table.column(i).combine_chunks()
         if pa.types.is_null(t):
             child = pa.nulls(len(child), pa.float64())
         elif t == pa.float64():
@@ -115,7 +117,7 @@ def frame_from_arrow(struct) -> pd.DataFrame | None:
         names.append(field.name)
         arrays.append(child)
     if not names:
-        return pd.DataFrame(index=pd.RangeIndex(len(struct)))
+        return pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     return pa.Table.from_arrays(arrays, names=names).to_pandas()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import psycopg
 from psycopg.rows import dict_row
@@ -22,7 +23,7 @@ from .claiming import Event
 from .features import JsonRows, frame_from_arrow, frame_from_features
 from .queries import query
 from .tracking import Tracker
-from .training import Decision, TrainingData, challenge
+from .training import TRAINING_THREADS, Decision, TrainingData, challenge
 
 log = logging.getLogger(__name__)
 
@@ -35,32 +36,22 @@ def load_policy(conn: psycopg.Connection, model_name: str) -> dict:
         return cur.execute(query("policy_for"), {"model_name": model_name}).fetchone()
 
 
-#: The rows of query load_training_rows (sql/queries.sql), in its order
-#: (newest first), one JSON object per line:
-#: {"i": id, "l": label, "p": prediction, "f": features}. Every value is
-#: JSON text, which has no raw control characters, so the only COPY text
-#: escape in a line is a doubled backslash. PostgreSQL builds each line by
-#: concatenation (features::text is what COPY prints anyway; measured 0.096 s
-#: for 50k rows against 0.069 s for the plain columns, and 0.142 s with an
-#: ORDER BY id, which is why the client reverses the lines); the client
-#: parses all lines in one vectorised call instead of one json.loads per
-#: row. Kept here until it moves to sql/queries.sql.
-LOAD_ROWS_COPY = """
-COPY (
-    SELECT concat('{"i":', id, ',"l":', coalesce(to_json(label)::text, 'null'),
-                  ',"p":', coalesce(to_json(prediction)::text, 'null'),
-                  ',"f":', features::text, '}')
-    FROM ({rows}) AS rows
-) TO STDOUT
-"""
+#: pyarrow parses with threads only where training may use more than one
+#: (PG_RETRAIN_TRAINING_THREADS): workers share the machine.
+PARSE_THREADS = TRAINING_THREADS > 1
+
 
 def load_training_data(conn: psycopg.Connection, model_name: str, limit: int) -> TrainingData:
     """The model's newest labelled rows (up to ``limit``), oldest first, with
     the prediction served for each (None where there was none), and the
-    features' frame as ``frame_from_features`` would build it."""
+    features' frame as ``frame_from_features`` would build it.
+
+    The rows come as ``COPY (load_training_rows) TO STDOUT`` prints them
+    and are parsed column by column in C (pyarrow's CSV and JSON readers)
+    instead of by psycopg, one json.loads per row; see parse_copied_rows."""
     rows = query("load_training_rows").strip().rstrip(";")
     with conn.cursor() as cur:
-        with cur.copy(LOAD_ROWS_COPY.replace("{rows}", rows),
+        with cur.copy(f"COPY ({rows}) TO STDOUT",
                       {"model_name": model_name, "limit": limit}) as copy:
             # One CopyData message per row: each chunk is one line.
             lines = [bytes(chunk) for chunk in copy]
@@ -69,63 +60,113 @@ def load_training_data(conn: psycopg.Connection, model_name: str, limit: int) ->
 
 
 def parse_copied_rows(lines: list[bytes]) -> TrainingData:
-    """TrainingData from the lines (oldest first, each ending in a newline)
-    that LOAD_ROWS_COPY prints. Fast path: one pyarrow.json parse of every
-    line; exact path (json.loads per line, as psycopg loads jsonb) whenever
-    pyarrow cannot promise the same values and types (see
+    """TrainingData from COPY text lines of (id, features, label,
+    prediction), oldest first.
+
+    Fast path: pyarrow's CSV reader splits the columns (COPY text escapes
+    tabs and newlines inside values, so raw ones only separate them; NULL is
+    \\N), and its JSON reader parses every features object at once (jsonb
+    text has no raw control characters, so its only COPY escape is a doubled
+    backslash). Exact path (json.loads per row, as psycopg loads jsonb)
+    whenever pyarrow cannot promise the same values and types (see
     features.frame_from_arrow), or is not installed."""
-    # COPY doubled the backslashes (the only COPY escape in JSON text).
-    blob = b"".join(lines).replace(b"\\\\", b"\\")
-    fast = _parse_fast(blob)
+    fast = _parse_fast(lines) if lines else None
     if fast is not None:
-        ids, labels, predictions, frame = fast
-        return TrainingData(features=JsonRows(lines, after=b',"f":', copy_escaped=True),
-                            labels=labels, row_ids=ids, predictions=predictions, frame=frame)
-    parsed = [json.loads(line.replace(b"\\\\", b"\\")) for line in lines]
-    features = [row["f"] for row in parsed]
-    return TrainingData(features=features, labels=[row["l"] for row in parsed],
-                        row_ids=[row["i"] for row in parsed],
-                        predictions=[row["p"] for row in parsed],
-                        frame=frame_from_features(features))
+        return fast
+    ids, features, labels, predictions = [], [], [], []
+    for line in lines:
+        i, f, label, prediction = line.rstrip(b"\n").split(b"\t")
+        ids.append(int(i))
+        features.append(json.loads(f.replace(b"\\\\", b"\\")))
+        labels.append(_copy_text(label))
+        predictions.append(_copy_text(prediction))
+    return TrainingData(features=features, labels=labels, row_ids=ids,
+                        predictions=predictions, frame=frame_from_features(features))
 
 
-def _parse_fast(blob: bytes):
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_COPY_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _copy_text(value):
+    """A COPY text field as the text it stands for (None for \\N)."""
+    if isinstance(value, bytes):
+        if value == b"\\N":
+            return None
+        value = value.decode()
+    if value is None or "\\" not in value:
+        return value
+    return _COPY_ESCAPE.sub(lambda m: _COPY_ESCAPES.get(m.group(1), m.group(1)), value)
+
+
+def _parse_fast(lines: list[bytes]) -> TrainingData | None:
     try:
+        import numpy as np
         import pyarrow as pa
-        import pyarrow.json as pj
+        import pyarrow.compute as pc
+        import pyarrow.csv as pcsv
     except ImportError:
         return None
-    if not blob:
-        return [], [], [], frame_from_features([])
-    schema = pa.schema([("i", pa.int64()), ("l", pa.string()), ("p", pa.string())])
+    blob = b"".join(lines)
+    try:
+        table = pcsv.read_csv(
+            io.BytesIO(blob),
+            read_options=pcsv.ReadOptions(
+                column_names=["i", "f", "l", "p"], use_threads=PARSE_THREADS,
+                block_size=max(1 << 20, 2 * max(map(len, lines)))),
+            parse_options=pcsv.ParseOptions(delimiter="\t", quote_char=False,
+                                            escape_char=False, double_quote=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={"i": pa.int64(), "f": pa.string(), "l": pa.string(),
+                              "p": pa.string()},
+                null_values=["\\N"], strings_can_be_null=True))
+    except pa.ArrowInvalid:
+        return None
+    texts = table.column("f").combine_chunks()
+    # The features' JSON texts are back to back in one buffer: a newline
+    # between them makes them JSON lines for one parse.
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[
+        texts.offset:texts.offset + len(texts) + 1]
+    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    objects = np.insert(data, offsets[1:-1] - offsets[0], ord("\n")).tobytes()
+    objects = objects.replace(b"\\\\", b"\\")
+    frame = _features_frame(objects, len(lines))
+    if frame is None:
+        return None
+    labels, predictions = (table.column(c).to_pylist() for c in ("l", "p"))
+    for values, column in ((labels, "l"), (predictions, "p")):
+        if pc.any(pc.match_substring(table.column(column), "\\")).as_py():
+            values[:] = [_copy_text(v) for v in values]
+    return TrainingData(features=JsonRows(texts, copy_escaped=True), labels=labels,
+                        row_ids=table.column("i").to_pylist(), predictions=predictions,
+                        frame=frame)
+
+
+def _features_frame(objects: bytes, rows: int):
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    schema = None
     for attempt in range(2):
+        options = pj.ParseOptions() if schema is None else pj.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="infer")
         try:
-            table = pj.read_json(
-                io.BytesIO(blob),
-                read_options=pj.ReadOptions(use_threads=False, block_size=1 << 22),
-                parse_options=pj.ParseOptions(explicit_schema=schema,
-                                              unexpected_field_behavior="infer"))
+            table = pj.read_json(io.BytesIO(objects), parse_options=options,
+                                 read_options=pj.ReadOptions(use_threads=PARSE_THREADS))
         except pa.ArrowInvalid:
             return None   # e.g. a feature with numbers and strings
-        struct = table.column("f").combine_chunks()
-        frame = frame_from_arrow(struct)
+        if table.num_rows != rows:
+            return None
+        frame = frame_from_arrow(table)
         if frame is not None:
-            return (table.column("i").to_pylist(), table.column("l").to_pylist(),
-                    table.column("p").to_pylist(), frame)
-        if attempt or not any(_temporal(f.type) for f in struct.type):
+            return frame
+        if attempt or not any(pa.types.is_temporal(f.type) for f in table.schema):
             return None
         # pyarrow reads strings that look like timestamps as timestamps:
         # read those features again as the strings they are.
-        fields = [pa.field(f.name, pa.string() if _temporal(f.type) else f.type)
-                  for f in struct.type]
-        schema = schema.append(pa.field("f", pa.struct(fields)))
+        schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_temporal(f.type)
+                                     else f.type) for f in table.schema])
     return None
-
-
-def _temporal(t) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_temporal(t)
 
 
 def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event,

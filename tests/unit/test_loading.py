@@ -1,10 +1,10 @@
-"""The fast loader (COPY of JSON lines, one pyarrow parse) gives training
-what the row-by-row loader gave it: the same frame as frame_from_features
-(values and dtypes), the same ids, labels, predictions and feature objects.
+"""The fast loader (COPY text parsed by pyarrow) gives training what the
+row-by-row loader gave it: the same frame as frame_from_features (values
+and dtypes), the same ids, labels, predictions and feature objects.
 
 No database: the lines are built here the way PostgreSQL prints them
 (jsonb text: ", " and ": ", keys by length then bytes, non-ASCII as is;
-COPY text: backslashes doubled)."""
+COPY text: tab-separated, \\N for NULL, backslash escapes)."""
 
 import json
 import math
@@ -27,14 +27,20 @@ def jsonb_text(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+COPY_ESCAPES = {"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                "\t": "\\t", "\v": "\\v"}
+
+
+def copy_text(value):
+    if value is None:
+        return "\\N"
+    return "".join(COPY_ESCAPES.get(c, c) for c in value)
+
+
 def copy_lines(rows):
-    """(id, features, label, prediction) -> what LOAD_ROWS_COPY prints, oldest first."""
-    lines = []
-    for i, features, label, prediction in rows:
-        text = (f'{{"i":{i},"l":{json.dumps(label, ensure_ascii=False)},'
-                f'"p":{json.dumps(prediction, ensure_ascii=False)},"f":{jsonb_text(features)}}}')
-        lines.append(text.replace("\\", "\\\\").encode() + b"\n")
-    return lines
+    """(id, features, label, prediction) -> COPY text lines, oldest first."""
+    return [f"{i}\t{copy_text(jsonb_text(f))}\t{copy_text(label)}\t{copy_text(prediction)}\n"
+            .encode() for i, f, label, prediction in rows]
 
 
 def reference(rows):
@@ -89,13 +95,14 @@ def ordinary(n, seed=0):
             del f["amount"]
         if rng.random() < 0.05:
             f["vip"] = None
-        rows.append((1000 + i, f, rng.choice(["yes", "no", "a\\b", "tab\t"]),
-                     rng.choice(["yes", "no", None])))
+        rows.append((1000 + i, f, rng.choice(["yes", "no", "a\\b", "tab\t", "\\N", "x\x01"]),
+                     rng.choice(["yes", "no", None, "new\nline"])))
     return rows
 
 
-def test_ordinary_rows_take_the_fast_path_and_match():
-    data = check(ordinary(2000))
+@pytest.mark.parametrize("n", [2000, 20000])    # 20000 rows: beyond pyarrow's 1 MB blocks
+def test_ordinary_rows_take_the_fast_path_and_match(n):
+    data = check(ordinary(n))
     assert not isinstance(data.features, list)        # parsed lazily: the fast path
 
 
