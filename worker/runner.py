@@ -163,6 +163,7 @@ class Worker:
                  event.id, event.model_name, ",".join(event.reasons), event.attempts,
                  event.max_attempts, latency_ms)
         if event.attempts > event.max_attempts:
+            self._abandon_earlier_runs(event)
             self._fail(event, f"gave up after {event.max_attempts} attempts "
                               "(its workers stopped heartbeating)")
             return
@@ -179,6 +180,8 @@ class Worker:
                         "pg_retrain.worker_id": self.settings.worker_id,
                     }
                     self.reconcile_champion(event.model_name)
+                    if event.attempts > 1:
+                        self._abandon_earlier_runs(event)
                     outcome = retrain(self._work_conn(), self.tracker, event,
                                       still_ours=lambda: self._check_ours(event, heartbeat))
                     if heartbeat.lost.is_set():
@@ -195,9 +198,15 @@ class Worker:
             return
         except LostEvent as exc:
             log.warning("%s; leaving it to its new worker", exc)
+            self._abandon_unrecorded(event, outcome)
             return
         except Exception as exc:
+            # A run written but not recorded (the outcome's commit failed):
+            # once the event is back in the queue, the run is marked. Should
+            # the database be gone, the event stays running, and the attempt
+            # that takes it over marks it (_abandon_earlier_runs).
             self._retry_or_fail(event, exc)
+            self._abandon_unrecorded(event, outcome)
             return
         if outcome["promoted"]:
             self._move_champion(event.model_name, outcome["model_version"])
@@ -212,11 +221,34 @@ class Worker:
         model's latest promoted, succeeded event), should it differ: the
         worker that recorded a promotion may have died before it moved the
         alias. Runs a dead worker left open in MLflow are ended as KILLED."""
-        version = self._work_conn().execute(
-            query("champion_version"), {"model_name": model_name}).fetchone()
-        moved = self.tracker.reconcile(model_name, version[0] if version else None)
+        version = self._champion_version(model_name)
+        moved = self.tracker.reconcile(model_name, version)
         if moved:
             log.warning("model %s: %s", model_name, moved)
+        self._settle_champion(model_name, version)
+
+    def _champion_version(self, model_name: str) -> str | None:
+        row = self._work_conn().execute(query("champion_version"),
+                                        {"model_name": model_name}).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def _settle_champion(self, model_name: str, version: str | None) -> None:
+        """The alias was just put on ``version``, the champion as this worker
+        knew it. Another worker may have recorded a newer promotion meanwhile
+        and moved the alias before this move landed (a move waits for the
+        SQLite store's lock behind other workers' runs, or for a tracking
+        server): read the database's champion again and follow it until the
+        two agree. Whichever worker moves the alias last then leaves it on
+        the champion the database recorded last."""
+        for _ in range(10):
+            latest = self._champion_version(model_name)
+            if latest == (str(version) if version is not None else None):
+                return
+            moved = self.tracker.align_champion(model_name, latest)
+            if moved:
+                log.warning("model %s: %s (a newer promotion was recorded meanwhile)",
+                            model_name, moved)
+            version = latest
 
     def reconcile_all(self) -> None:
         for (model_name,) in self._work_conn().execute(query("models_with_champion")).fetchall():
@@ -230,6 +262,7 @@ class Worker:
         with signals.deferred():
             try:
                 self.tracker.set_champion(model_name, version)
+                self._settle_champion(model_name, version)
             except Exception as exc:
                 log.warning("model %s: version %s is the champion, but the alias could not be "
                             "moved (%s); it is set before the model's next retrain",
@@ -294,14 +327,54 @@ class Worker:
         except psycopg.Error as exc:
             log.warning("could not hand back event %s (%s); it will be taken over "
                         "when its heartbeat goes stale", event.id, one_line(exc))
-        if outcome is not None:
-            # Written to MLflow, not recorded: the next attempt makes its own run.
-            with signals.deferred():
-                try:
-                    self.tracker.mark_abandoned(outcome["mlflow_run_id"])
-                except Exception as exc:
-                    log.warning("could not mark MLflow run %s abandoned: %s",
-                                outcome["mlflow_run_id"], one_line(exc))
+        # Written to MLflow, not recorded: the next attempt makes its own run.
+        self._abandon_unrecorded(event, outcome)
+
+    def _abandon_unrecorded(self, event: Event, outcome: dict | None) -> None:
+        """Tag pg_retrain.abandoned the run this attempt wrote, if it did and
+        the event does not record it (the outcome's commit failed, the event
+        was taken over, a signal came): the next attempt writes its own, and
+        no run is left that nothing accounts for. When the database cannot
+        say (it is gone), the event is still running as this worker left it,
+        and the attempt that takes it over tags the run."""
+        if outcome is None:
+            return
+        run_id = outcome["mlflow_run_id"]
+        try:
+            row = self._work_conn().execute(
+                "SELECT mlflow_run_id FROM retrain_events WHERE id = %(id)s",
+                {"id": event.id}).fetchone()
+        except (psycopg.Error, UserError) as exc:
+            log.warning("event %s: could not tell whether MLflow run %s was recorded (%s); "
+                        "the event's next attempt marks it abandoned", event.id, run_id,
+                        one_line(exc))
+            return
+        if row is not None and row[0] == run_id:
+            return  # recorded after all: the commit's reply was what got lost
+        with signals.deferred():
+            try:
+                self.tracker.mark_abandoned(run_id)
+            except Exception as exc:
+                log.warning("could not mark MLflow run %s abandoned: %s", run_id, one_line(exc))
+                return
+        log.info("event %s: MLflow run %s marked abandoned (its outcome was not recorded)",
+                 event.id, run_id)
+
+    def _abandon_earlier_runs(self, event: Event) -> None:
+        """An event claimed again (a retry, a takeover): runs its earlier
+        attempts wrote are not recorded (it is not succeeded). A worker killed
+        or cut off between writing its run and committing the outcome left
+        them unmarked: tag them abandoned."""
+        with signals.deferred():
+            try:
+                tagged = self.tracker.abandon_runs_of(event.model_name, event.id)
+            except Exception as exc:  # MLflow unreachable: the retrain fails on it anyway
+                log.warning("event %s: could not look for runs of earlier attempts: %s",
+                            event.id, one_line(exc))
+                return
+        for run_id in tagged:
+            log.warning("event %s: MLflow run %s of an earlier attempt marked abandoned "
+                        "(its outcome was never recorded)", event.id, run_id)
 
     # -- modes ---------------------------------------------------------------
 

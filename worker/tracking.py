@@ -181,23 +181,11 @@ class Tracker:
         while it wrote them left RUNNING (the model has no retrain running
         now: this is called just before one starts). Returns what changed,
         for the log, or None."""
-        from mlflow.exceptions import MlflowException
-
-        name = registered_name(model_name)
         changes = []
         with self.lock():
-            try:
-                current = self.client.get_model_version_by_alias(name, CHAMPION).version
-            except MlflowException:
-                current = None
-            if version is not None and str(current) != str(version):
-                self.client.set_registered_model_alias(name, CHAMPION, str(version))
-                changes.append(f"champion alias moved from version {current} to {version}, "
-                               "the champion the database recorded")
-            elif version is None and current is not None:
-                self.client.delete_registered_model_alias(name, CHAMPION)
-                changes.append(f"champion alias removed from version {current}: the database "
-                               "records no promotion")
+            moved = self._align(model_name, version)
+            if moved:
+                changes.append(moved)
             experiment = self.client.get_experiment_by_name(model_name)
             if experiment is not None:
                 for run in self.client.search_runs([experiment.experiment_id],
@@ -207,6 +195,50 @@ class Tracker:
                                    f"{run.data.params.get('event_id', '?')}) ended as KILLED: "
                                    "its worker stopped while writing it")
         return "; ".join(changes) or None
+
+    def align_champion(self, model_name: str, version: str | None) -> str | None:
+        """The alias half of ``reconcile``, safe while other workers retrain
+        the model: runs are left alone."""
+        with self.lock():
+            return self._align(model_name, version)
+
+    def _align(self, model_name: str, version: str | None) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        name = registered_name(model_name)
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION).version
+        except MlflowException:
+            current = None
+        if version is not None and str(current) != str(version):
+            self.client.set_registered_model_alias(name, CHAMPION, str(version))
+            return (f"champion alias moved from version {current} to {version}, "
+                    "the champion the database recorded")
+        if version is None and current is not None:
+            self.client.delete_registered_model_alias(name, CHAMPION)
+            return (f"champion alias removed from version {current}: the database "
+                    "records no promotion")
+        return None
+
+    def abandon_runs_of(self, model_name: str, event_id: int) -> list[str]:
+        """Tag pg_retrain.abandoned the FINISHED runs of an event that is not
+        succeeded: an earlier attempt wrote them and never recorded them (its
+        worker was killed, or lost the database, between writing the run and
+        committing the outcome). Called by the attempt that owns the event
+        now, before it writes a run of its own. Returns the runs tagged."""
+        tagged = []
+        with self.lock():
+            experiment = self.client.get_experiment_by_name(model_name)
+            if experiment is None:
+                return tagged
+            for run in self.client.search_runs(
+                    [experiment.experiment_id],
+                    filter_string=f"params.event_id = '{int(event_id)}' "
+                                  "and attributes.status = 'FINISHED'"):
+                if run.data.tags.get("pg_retrain.abandoned") != "true":
+                    self.client.set_tag(run.info.run_id, "pg_retrain.abandoned", "true")
+                    tagged.append(run.info.run_id)
+        return tagged
 
     def metric_names(self, model_name: str) -> list[str]:
         """The metric names of the model's runs; none for a model never
