@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def rows(n: int, scenario: str, seed: int = 1):
-    """COPY-style lines (see worker.retrain.LOAD_ROWS_COPY), oldest first."""
+    """COPY text lines of (id, features, label, prediction), oldest first."""
     rng = random.Random(seed)
     lines = []
     change = n - 1000 if scenario == "change" else None
@@ -54,9 +54,9 @@ def rows(n: int, scenario: str, seed: int = 1):
         if change is not None and i >= change:
             rule = not rule
         label = rule if rng.random() >= 0.1 else not rule
-        lines.append((json.dumps({"i": i + 1, "l": "yes" if label else "no",
-                                  "p": "yes" if served else "no"}).rstrip("}")
-                      + ',"f":' + json.dumps(f) + "}\n").encode())
+        text = json.dumps(f).replace("\\", "\\\\")       # as COPY text prints it
+        lines.append(f"{i + 1}\t{text}\t{'yes' if label else 'no'}\t"
+                     f"{'yes' if served else 'no'}\n".encode())
     return lines
 
 
