@@ -110,6 +110,7 @@ class Options:
     training_kills: float = 0.8    # share of kills aimed at a worker that trains
     terminations: int = 3
     restarts: int = 1
+    outage: float = 0.0            # seconds the server stays down in a restart
     rows: int = 1500               # labelled rows of m0 at the start; m1 2x, m2 3x, ...
     max_training_rows: int = 6000
     schedule_seconds: int = 8      # healthy models' schedule_interval
@@ -186,9 +187,14 @@ class Server:
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
 
-    def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "-m", "fast", "restart")
+    def restart(self, outage: float = 0.0) -> None:
+        if outage <= 0:
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                      "-m", "fast", "restart")
+            return
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "stop")
+        time.sleep(outage)
+        self.start()
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-m", "fast", "stop",
@@ -402,7 +408,7 @@ def copy_rows(conn, rows) -> None:
 
 
 def setup_data(conn, opts: Options, healthy: list[str], rnd: random.Random) -> None:
-    common = dict(cooldown="0", futile_retrains=3, futile_backoff="0.2 seconds",
+    common = dict(cooldown="0", futile_retrains=5, futile_backoff="0.1 seconds",
                   min_accuracy=0.5, accuracy_drop_tolerance=0.3, combined_max_accuracy=0.95,
                   drift_threshold=0.25, drift_alone=True, error_rate_threshold=0.1,
                   error_window=50, min_error_rows=20, error_rate_margin=None,
@@ -621,6 +627,7 @@ class Report:
     disagreements: list = field(default_factory=list)
     champions: dict = field(default_factory=dict)            # model -> (db, alias)
     stop_exits: list = field(default_factory=list)           # (worker, how, exit code)
+    died: list = field(default_factory=list)                 # (worker, exit code, last line)
     tracebacks: list = field(default_factory=list)           # (worker, first line)
     drained: bool = False
     wall: float = 0.0
@@ -798,7 +805,7 @@ class Soak:
         started = time.monotonic()
         if self._conn is not None:
             self._conn.close()
-        self.server.restart()
+        self.server.restart(self.opts.outage)
         self.report.restarts += 1
         self.report.restart_seconds.append(time.monotonic() - started)
         say(f"PostgreSQL restarted ({time.monotonic() - started:.1f}s)")
@@ -866,9 +873,16 @@ class Soak:
             if not left:
                 self.report.drained = True
                 break
+            # A pending event may be deferred on purpose (a retry's delay, the
+            # futile backoff): the timeout counts from when it is due.
+            [(wait,)] = self.q("SELECT extract(epoch FROM max(run_after) - now()) "
+                               "FROM retrain_events WHERE status = 'pending'")
+            if wait is not None and wait > 0:
+                deadline = max(deadline, time.monotonic() + float(wait) + self.opts.drain_timeout)
             if time.monotonic() - last > 10:
                 last = time.monotonic()
-                say(f"draining: {dict(left)} left")
+                say(f"draining: {dict(left)} left"
+                    + (f", the last due in {float(wait):.0f}s" if wait and wait > 0 else ""))
             time.sleep(0.3)
         self.report.drain_seconds = time.monotonic() - started
         say("stopping the workers (SIGTERM)")
@@ -1034,6 +1048,9 @@ class Soak:
         for inc in self.workers.all:
             if inc.how and inc.how.startswith("stopped"):
                 report.stop_exits.append((inc.name, inc.how, inc.exit_code))
+            elif inc.how == "died":
+                last = inc.lines[-1][2] if inc.lines else ""
+                report.died.append((inc.name, inc.exit_code, last))
 
     def _worker_name(self, worker_id: str | None) -> str:
         for inc in self.workers.all:
@@ -1115,6 +1132,7 @@ def render(report: Report) -> str:
         ("lost", f"{len(report.lost)}"),
         ("double (overlapping attempts)", f"{len(report.double)}"),
         ("champion disagreements", f"{len(report.disagreements)} of {len(report.champions)} models"),
+        ("workers that exited by themselves (restarted)", f"{len(report.died)}"),
         ("workers stopped by SIGTERM, exit 0",
          f"{sum(1 for e in report.stop_exits if e[2] == 0)} of {len(report.stop_exits)}"),
         ("tracebacks in the worker logs", f"{len(report.tracebacks)}"),
@@ -1144,6 +1162,8 @@ def render(report: Report) -> str:
     for title, items in details:
         for item in items:
             out(f"{title}: {item}")
+    for name, code, last in report.died:
+        out(f"worker {name} exited by itself ({code}): {last}")
     for name, tb in report.tracebacks[:10]:
         out(f"traceback in {name}: {tb}")
     out("")
@@ -1179,6 +1199,9 @@ def parse_args(argv=None) -> Options:
         help="rounds of pg_terminate_backend on every worker connection [%(default)s]")
     add("--restarts", type=int, default=defaults.restarts,
         help="PostgreSQL restarts [%(default)s]")
+    add("--outage", type=float, default=defaults.outage,
+        help="seconds PostgreSQL stays down in each restart (more than --stale-after: "
+             "every running event's heartbeat goes stale meanwhile) [%(default)s]")
     add("--rows", type=int, default=defaults.rows,
         help="labelled rows of m0 at the start (m1 twice as many, ...) [%(default)s]")
     add("--max-training-rows", type=int, default=defaults.max_training_rows)

@@ -60,7 +60,12 @@ def next_run_after(conn: psycopg.Connection) -> datetime | None:
 class Heartbeat:
     """Keeps ``heartbeat_at`` fresh from a thread with its own connection,
     while the main thread trains. ``lost`` is set when the event was taken
-    over (or the database is unreachable long enough for that to happen)."""
+    over (or the database is unreachable long enough for that to happen).
+
+    The worker calls ``finishing()`` just before it records the outcome: a
+    beat that lands after that commit finds the event no longer running, and
+    that is the worker's own doing, not a takeover (a real takeover makes
+    the outcome's conditional write fail, LostEvent)."""
 
     def __init__(self, database_url: str, event: Event, worker_id: str, interval: float):
         self._url = database_url
@@ -68,6 +73,7 @@ class Heartbeat:
         self._worker_id = worker_id
         self._interval = interval
         self._stop = threading.Event()
+        self._finishing = threading.Event()
         self.lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{event.id}", daemon=True)
 
@@ -79,6 +85,9 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def finishing(self) -> None:
+        self._finishing.set()
+
     def _run(self):
         conn = None
         while not self._stop.wait(self._interval):
@@ -86,8 +95,9 @@ class Heartbeat:
                 if conn is None or conn.closed:
                     conn = connect(self._url, autocommit=True)
                 if not beat(conn, self._event, self._worker_id):
-                    log.warning("event %s was taken over by another worker", self._event.id)
-                    self.lost.set()
+                    if not self._finishing.is_set():
+                        log.warning("event %s was taken over by another worker", self._event.id)
+                        self.lost.set()
                     return
             except Exception as exc:  # keep beating: the database may come back
                 log.warning("heartbeat of event %s failed: %s", self._event.id, one_line(exc))

@@ -186,6 +186,7 @@ class Worker:
                                       still_ours=lambda: self._check_ours(event, heartbeat))
                     if heartbeat.lost.is_set():
                         raise LostEvent(f"event {event.id} was taken over while it trained")
+                    heartbeat.finishing()
                     claiming.finish_succeeded(self._work_conn(), event,
                                               self.settings.worker_id, outcome)
             self.succeeded += 1
@@ -262,11 +263,18 @@ class Worker:
         with signals.deferred():
             try:
                 self.tracker.set_champion(model_name, version)
-                self._settle_champion(model_name, version)
             except Exception as exc:
                 log.warning("model %s: version %s is the champion, but the alias could not be "
                             "moved (%s); it is set before the model's next retrain",
                             model_name, version, one_line(exc))
+                return
+            try:
+                self._settle_champion(model_name, version)
+            except Exception as exc:
+                log.warning("model %s: the alias is on version %s, but whether a newer "
+                            "promotion was recorded meanwhile could not be checked (%s); it is "
+                            "checked before the model's next retrain", model_name, version,
+                            one_line(exc))
 
     def _needs_attention(self, model_name: str) -> str | None:
         row = self._work_conn().execute(query("needs_attention"),

@@ -263,3 +263,21 @@ def test_a_late_alias_move_does_not_undo_a_newer_promotion(start, conn, mlflow_c
     assert recorded == done["model_version"]
     symptom(alias() == recorded,
             f"the champion alias is on version {alias()}, the database's champion is {recorded}")
+
+
+def test_an_event_its_own_worker_finished_is_not_reported_taken_over(start_worker, conn):
+    """Found by the soak: the heartbeat thread's beat that lands between the
+    outcome's commit and the heartbeat's stop finds the event no longer
+    running and logged "event N was taken over by another worker" for an
+    event its own worker had just finished. Frequent heartbeats make that
+    window easy to hit."""
+    insert_labelled(conn, "m", 120, seed=26)
+    worker = start_worker("--heartbeat-interval", "0.005")
+    ids = []
+    for _ in range(12):
+        ids.append(request_retrain(conn, "m"))
+        wait_event(conn, ids[-1], timeout=60, workers=[worker])
+    assert [event(conn, i)["status"] for i in ids] == ["succeeded"] * len(ids)
+    _stop(worker)
+    symptom(worker.count(r"was taken over by another worker") == 0,
+            "events reported taken over although no other worker runs:\n" + worker.log())
