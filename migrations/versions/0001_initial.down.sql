@@ -25,3 +25,4 @@ DROP DOMAIN retrain_event_reason, retrain_event_status;
 DROP FUNCTION retrain_policy_for(text);
 DROP TABLE retrain_policies;
 DROP FUNCTION retrain_policies_before_write();
+DROP DOMAIN retrain_model_name;

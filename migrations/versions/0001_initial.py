@@ -24,8 +24,8 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="183ea954ce95380a999b21657c05cc4959d05af10c26f9ddd38db69a1e7800c8")
+    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="7e9a4cee22525ff074b05aeed35b4d97aa95400def7481fb6cc2ab24c3af3c9b")
 
 
 def downgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.down.sql", sha256="7a1d4e28c94b2ccd247191dba0124e537d1b5da245feea00372cc349221090be")
+    apply_frozen_sql(op, HERE / "0001_initial.down.sql", sha256="e0f5e83d95d44d61c2fed77774dd5777aaa6a47b69d962a0f2eeb77197c44b63")
