@@ -247,7 +247,11 @@ def retrain(conn: psycopg.Connection, tracker: Tracker, event: Event,
         "rows_used": decision.rows_used,
         "holdout_rows": trained.holdout_rows,
         "training_window": trained.window,
-        "trained_through_id": trained_through_id,
+        # The newest row this retrain saw, promoted or not: the error and
+        # drift windows start after it. (Through the rows before the holdout,
+        # an unpromoted retrain would leave the holdout in the windows, where
+        # the champion's old predictions fire the same retrain again.)
+        "trained_through_id": data.row_ids[-1] if data.row_ids else None,
     }
 
 

@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="7e9a4cee22525ff074b05aeed35b4d97aa95400def7481fb6cc2ab24c3af3c9b")
+    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="c9613d45d13af4530f9561a1e18cbb7aad46a6ea449ad512315f57673f081644")
 
 
 def downgrade() -> None:

@@ -107,9 +107,9 @@ CREATE TABLE retrain_policies (
         CONSTRAINT futile_backoff_not_negative CHECK (extract(epoch FROM futile_backoff) >= 0)
         CONSTRAINT futile_backoff_at_most_10_years CHECK (extract(epoch FROM futile_backoff) <= 315576000),
     -- What training needs; training_window NULL: the worker picks it.
-    estimator                text NOT NULL DEFAULT 'hist_gradient_boosting'
+    estimator                text NOT NULL DEFAULT 'auto'
         CONSTRAINT estimator_is_known CHECK (estimator IN (
-            'hist_gradient_boosting', 'logistic_regression', 'random_forest')),
+            'auto', 'hist_gradient_boosting', 'logistic_regression', 'random_forest')),
     training_window          integer
         CONSTRAINT training_window_positive CHECK (training_window > 0),
     max_training_rows        integer NOT NULL DEFAULT 50000
@@ -200,7 +200,7 @@ CREATE TABLE retrain_events (
     rows_used           integer,            -- rows the registered model learned from
     holdout_rows        integer,
     training_window     integer,            -- rows in the window the worker chose
-    trained_through_id  bigint              -- the newest of them: windows start after it
+    trained_through_id  bigint              -- the newest row it saw: windows start after it
 );
 
 -- One pending and one running event per model at most, enforced here; due
