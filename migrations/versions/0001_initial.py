@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
-    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="c9613d45d13af4530f9561a1e18cbb7aad46a6ea449ad512315f57673f081644")
+    apply_frozen_sql(op, HERE / "0001_initial.up.sql", sha256="0dbc6d2946c36048cdc0c8374ae58ae6118675df99bd1a88d3c883200b63a3b4")
 
 
 def downgrade() -> None:

@@ -83,6 +83,9 @@ CREATE TABLE retrain_policies (
     cooldown                 interval NOT NULL DEFAULT '1 hour'
         CONSTRAINT cooldown_not_negative CHECK (extract(epoch FROM cooldown) >= 0)
         CONSTRAINT cooldown_at_most_10_years CHECK (extract(epoch FROM cooldown) <= 315576000),
+    -- Also schedule once the rows since the last retrain are this x its rows.
+    schedule_growth          integer DEFAULT 7
+        CONSTRAINT schedule_growth_positive CHECK (schedule_growth > 0),
     min_training_rows        integer NOT NULL DEFAULT 50
         CONSTRAINT min_training_rows_positive CHECK (min_training_rows > 0),
     max_attempts             integer NOT NULL DEFAULT 3
@@ -231,7 +234,6 @@ CREATE TABLE retrain_schedule_periods (
 CREATE FUNCTION retrain_lock_model(p_model_name text)
 RETURNS void
 LANGUAGE sql
--- No SET clause, so that it is inlined: it touches no table.
 AS $$
     SELECT pg_advisory_xact_lock(hashtextextended('pg-retrain/' || p_model_name, 0))
 $$;
@@ -434,8 +436,7 @@ SET search_path FROM CURRENT
 SET jit = off
 AS $$
 DECLARE
-    m         record;
-    v_row_id  bigint;
+    m  record;
 BEGIN
     -- Most statements of an ETL job's INSERTs are one row that can fire
     -- nothing, and cost this one statement. The row count is checked first:
@@ -449,27 +450,19 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- Any other statement: per model, what may fire.
+    -- Any other statement: per model in one pass, its highest error_rate (and
+    -- first row with it: the max of [error_rate, -id]), its newest wrong row.
     FOR m IN
-        SELECT s.model_name, s.max_error_rate, s.newest_wrong_id,
-               s.max_error_rate > p.error_rate_threshold AS over
-        FROM (SELECT n.model_name, max(n.error_rate) AS max_error_rate,
-                     max(n.id) FILTER (WHERE n.label <> n.prediction) AS newest_wrong_id
-              FROM inserted_rows AS n
-              GROUP BY n.model_name) AS s
-        CROSS JOIN LATERAL retrain_policy_for(s.model_name) AS p
-        WHERE p.enabled
-          AND (s.max_error_rate > p.error_rate_threshold OR s.newest_wrong_id IS NOT NULL)
+        SELECT n.model_name, max(n.id) FILTER (WHERE n.label <> n.prediction) AS newest_wrong,
+               max(ARRAY[n.error_rate, -n.id]) FILTER (WHERE n.error_rate IS NOT NULL) AS top
+        FROM inserted_rows AS n
+        GROUP BY n.model_name
         -- One lock order for every statement, whatever models it writes.
-        ORDER BY s.model_name
+        ORDER BY n.model_name
     LOOP
-        v_row_id := NULL;
-        IF m.over THEN
-            SELECT min(n.id) INTO v_row_id FROM inserted_rows AS n
-            WHERE n.model_name = m.model_name AND n.error_rate = m.max_error_rate;
-        END IF;
-        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id,
-                                            m.newest_wrong_id);
+        CONTINUE WHEN m.top IS NULL AND m.newest_wrong IS NULL;
+        PERFORM retrain_check_training_rows(m.model_name, m.top[1], -m.top[2]::bigint,
+                                            m.newest_wrong);
     END LOOP;
     RETURN NULL;
 END;
@@ -484,33 +477,20 @@ SET search_path FROM CURRENT
 SET jit = off
 AS $$
 DECLARE
-    m         record;
-    v_row_id  bigint;
+    m  record;
 BEGIN
     FOR m IN
-        SELECT s.model_name, s.max_error_rate, s.newest_wrong_id,
-               s.max_error_rate > p.error_rate_threshold AS over
-        FROM (SELECT n.model_name, max(n.error_rate) AS max_error_rate,
-                     max(n.id) FILTER (WHERE n.label <> n.prediction) AS newest_wrong_id
-              FROM updated_rows AS n
-              JOIN old_rows AS o USING (id)
-              WHERE (n.model_name, n.label, n.prediction, n.error_rate)
-                    IS DISTINCT FROM (o.model_name, o.label, o.prediction, o.error_rate)
-              GROUP BY n.model_name) AS s
-        CROSS JOIN LATERAL retrain_policy_for(s.model_name) AS p
-        WHERE p.enabled
-          AND (s.max_error_rate > p.error_rate_threshold OR s.newest_wrong_id IS NOT NULL)
-        ORDER BY s.model_name
+        SELECT n.model_name, max(n.id) FILTER (WHERE n.label <> n.prediction) AS newest_wrong,
+               max(ARRAY[n.error_rate, -n.id]) FILTER (WHERE n.error_rate IS NOT NULL) AS top
+        FROM updated_rows AS n JOIN old_rows AS o USING (id)
+        WHERE (n.model_name, n.label, n.prediction, n.error_rate)
+              IS DISTINCT FROM (o.model_name, o.label, o.prediction, o.error_rate)
+        GROUP BY n.model_name
+        ORDER BY n.model_name
     LOOP
-        v_row_id := NULL;
-        IF m.over THEN
-            SELECT min(n.id) INTO v_row_id FROM updated_rows AS n JOIN old_rows AS o USING (id)
-            WHERE n.model_name = m.model_name AND n.error_rate = m.max_error_rate
-              AND (n.model_name, n.label, n.prediction, n.error_rate)
-                  IS DISTINCT FROM (o.model_name, o.label, o.prediction, o.error_rate);
-        END IF;
-        PERFORM retrain_check_training_rows(m.model_name, m.max_error_rate, v_row_id,
-                                            m.newest_wrong_id);
+        CONTINUE WHEN m.top IS NULL AND m.newest_wrong IS NULL;
+        PERFORM retrain_check_training_rows(m.model_name, m.top[1], -m.top[2]::bigint,
+                                            m.newest_wrong);
     END LOOP;
     RETURN NULL;
 END;
@@ -696,11 +676,12 @@ BEGIN
 END;
 $$;
 
--- Records a schedule event for each model whose schedule_interval has passed
--- since its last successful retrain (never trained: with min_training_rows
--- labelled rows, periods from the epoch), unless a retrain of it runs. Safe
--- from any number of workers and pg_cron at once: the period is claimed in
--- retrain_schedule_periods first. Returns the events recorded or extended.
+-- Records a schedule event for each model that is due (unless a retrain of
+-- it runs): schedule_interval passed since its last successful retrain (never
+-- trained: with min_training_rows labelled rows, periods from the epoch), or
+-- it grew: its labelled rows since then number schedule_growth times the rows
+-- that retrain learned from (at most max_training_rows). Safe from any number
+-- of callers at once: each period (growth: one per retrain) is claimed first.
 CREATE FUNCTION check_retrain_schedules()
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -708,40 +689,60 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    m  record;
+    m         record;
+    v_period  timestamptz;
 BEGIN
     FOR m IN
-        SELECT r.model_name, p.min_training_rows, p.schedule_interval, s.last_success,
+        SELECT r.model_name, p.min_training_rows, p.schedule_interval, s.finished_at,
+               least(p.schedule_growth::bigint * s.rows_used, p.max_training_rows) AS grown,
+               coalesce(s.trained_through_id, 0) AS after,
                -- In seconds, so that no schedule_interval overflows the interval.
                a.anchor + make_interval(secs => a.seconds * floor(
                    extract(epoch FROM now() - a.anchor) / a.seconds)) AS period_start
         FROM retrain_models AS r
         CROSS JOIN LATERAL retrain_policy_for(r.model_name) AS p
-        CROSS JOIN LATERAL (SELECT max(e.finished_at) AS last_success FROM retrain_events AS e
-                            WHERE e.model_name = r.model_name AND e.status = 'succeeded') AS s
-        CROSS JOIN LATERAL (SELECT coalesce(s.last_success, 'epoch') AS anchor,
+        LEFT JOIN LATERAL (SELECT e.finished_at, e.rows_used, e.trained_through_id
+                           FROM retrain_events AS e
+                           WHERE e.model_name = r.model_name AND e.status = 'succeeded'
+                           ORDER BY e.finished_at DESC LIMIT 1) AS s ON true
+        CROSS JOIN LATERAL (SELECT coalesce(s.finished_at, 'epoch') AS anchor,
                                    extract(epoch FROM p.schedule_interval) AS seconds) AS a
-        WHERE p.enabled AND p.schedule_interval IS NOT NULL
-          AND (s.last_success IS NULL OR now() >= s.last_success + p.schedule_interval)
-          AND NOT EXISTS (SELECT FROM retrain_events AS e
-                          WHERE e.model_name = r.model_name AND e.status = 'running')
+        WHERE p.enabled AND NOT EXISTS (SELECT FROM retrain_events AS e
+                                        WHERE e.model_name = r.model_name AND e.status = 'running')
         ORDER BY r.model_name
     LOOP
-        CONTINUE WHEN m.last_success IS NULL AND (
-            SELECT count(*) FROM (SELECT FROM training_data AS t
-                                  WHERE t.model_name = m.model_name AND t.label IS NOT NULL
-                                  LIMIT m.min_training_rows) AS l) < m.min_training_rows;
+        IF m.finished_at IS NULL THEN
+            CONTINUE WHEN m.schedule_interval IS NULL OR (
+                SELECT count(*) FROM (SELECT FROM training_data AS t
+                                      WHERE t.model_name = m.model_name AND t.label IS NOT NULL
+                                      LIMIT m.min_training_rows) AS l) < m.min_training_rows;
+            v_period := m.period_start;
+        ELSIF now() >= m.finished_at + m.schedule_interval THEN
+            v_period := m.period_start;
+        -- Grown: ids are shared by all models, so the newest id bounds the
+        -- count cheaply; the count reads at most `grown` rows.
+        ELSIF (SELECT max(t.id) FROM training_data AS t WHERE t.model_name = m.model_name)
+                  - m.after >= m.grown
+              AND (SELECT count(*) FROM (SELECT FROM training_data AS t
+                                         WHERE t.model_name = m.model_name AND t.id > m.after
+                                           AND t.label IS NOT NULL LIMIT m.grown) AS l) >= m.grown THEN
+            v_period := m.finished_at;
+        ELSE
+            CONTINUE;
+        END IF;
         -- A model at a time: one whose lock a writer holds past the caller's
         -- lock_timeout is skipped, with a warning; the others go on.
         BEGIN
             INSERT INTO retrain_schedule_periods (model_name, period_start)
-            VALUES (m.model_name, m.period_start)
+            VALUES (m.model_name, v_period)
             ON CONFLICT DO NOTHING;
             CONTINUE WHEN NOT FOUND;
             RETURN NEXT record_retrain_event(m.model_name, jsonb_build_object(
                 'schedule', jsonb_build_object('schedule_interval', m.schedule_interval,
-                                               'last_success', m.last_success,
-                                               'period_start', m.period_start)));
+                                               'last_success', m.finished_at,
+                                               'period_start', v_period,
+                                               'grown_to_rows', CASE WHEN v_period = m.finished_at
+                                                                     THEN m.grown END)));
         EXCEPTION WHEN lock_not_available THEN
             RAISE WARNING 'schedule check: model % skipped, a lock it needs is held', m.model_name;
         END;
@@ -874,7 +875,6 @@ RETURNS TABLE (model_name text, window_rows integer, drift_score double precisio
                accuracy double precision, reported boolean)
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
-SET jit = off
 AS $$
 DECLARE
     d      drift_baselines;

@@ -112,7 +112,7 @@ POLICY_COLUMNS = [
     "drift_threshold", "combined_max_accuracy", "drift_alone", "schedule_interval", "cooldown",
     "min_training_rows", "max_attempts", "error_window", "min_error_rows", "error_rate_margin",
     "drift_min_rows", "drift_window", "futile_retrains", "futile_backoff", "estimator",
-    "training_window", "max_training_rows", "holdout_fraction",
+    "training_window", "max_training_rows", "holdout_fraction", "schedule_growth",
 ]
 
 
@@ -361,7 +361,8 @@ POLICY_BAD = {
         lambda v: ("holdout_fraction", v, constraint("holdout_fraction_between_0_05_and_0_5"))),
     **{f"{c}_positive": _positive(c) for c in (
         "min_training_rows", "max_attempts", "error_window", "min_error_rows", "drift_min_rows",
-        "drift_window", "futile_retrains", "training_window", "max_training_rows")},
+        "drift_window", "futile_retrains", "training_window", "max_training_rows",
+        "schedule_growth")},
     "schedule_interval_positive": st.one_of(st.just("0"), NEGATIVE_INTERVALS).map(
         lambda v: ("schedule_interval", v, constraint("schedule_interval_positive"))),
     "schedule_interval_at_most_10_years": OVER_10_YEARS.map(
@@ -378,7 +379,8 @@ POLICY_BAD = {
         lambda v: ("estimator", v, constraint("estimator_is_known"))),
 }
 POLICY_NOT_NULL = [c for c in POLICY_COLUMNS
-                   if c not in ("schedule_interval", "error_rate_margin", "training_window")]
+                   if c not in ("schedule_interval", "error_rate_margin", "training_window",
+                                "schedule_growth")]
 POLICY_TYPES = {"schedule_interval": "interval", "cooldown": "interval",
                 "futile_backoff": "interval"}
 
@@ -402,7 +404,7 @@ GOOD_POLICY_VALUES = {
                         "combined_max_accuracy", "error_rate_margin")},
     **{c: 7 for c in ("min_training_rows", "max_attempts", "error_window", "min_error_rows",
                       "drift_min_rows", "drift_window", "futile_retrains", "training_window",
-                      "max_training_rows")},
+                      "max_training_rows", "schedule_growth")},
 }
 
 
@@ -1386,6 +1388,7 @@ def valid_policies() -> st.SearchStrategy[dict]:
                                      st.floats(0, allow_infinity=False)),
         "drift_alone": st.booleans(),
         "schedule_interval": st.one_of(st.none(), intervals(positive=True)),
+        "schedule_growth": st.one_of(st.none(), st.just(1), count),
         "cooldown": intervals(positive=False),
         "min_training_rows": count, "max_attempts": count, "error_window": count,
         "min_error_rows": st.one_of(st.just(1), count),

@@ -316,3 +316,59 @@ def test_a_lock_on_training_data_skips_the_round_and_the_next_one_records_it(con
         assert events(conn, status="pending") == []
     check(conn)
     assert sorted(e["model_name"] for e in events(conn, status="pending")) == ["a", "c"]
+
+
+# ---------------------------------------------------------------------------
+# Growth: the labelled rows since the last retrain number schedule_growth
+# times the rows it learned from
+# ---------------------------------------------------------------------------
+
+
+def _retrained_on(conn, model: str, rows: int) -> int:
+    """A model whose last retrain (just now) learned from ``rows`` rows,
+    through the newest row so far."""
+    insert_scored_batch(conn, model, [False] * rows)
+    event_id = finish_retrain(conn, model, promoted=True, accuracy=0.9)
+    conn.execute("UPDATE retrain_events SET rows_used = %s WHERE id = %s", (rows, event_id))
+    return event_id
+
+
+def _labelled(conn, model: str, n: int) -> None:
+    conn.execute("INSERT INTO training_data (model_name, features, label) "
+                 "SELECT %s, '{}', 'a' FROM generate_series(1, %s)", (model, n))
+
+
+def test_a_model_that_grew_seven_fold_is_scheduled_once(conn):
+    set_policy(conn, "m", schedule_interval="7 days")
+    set_policy(conn, "other", schedule_interval=None)
+    _retrained_on(conn, "m", 10)
+    _labelled(conn, "m", 69)
+    conn.execute("INSERT INTO training_data (model_name, features) "
+                 "SELECT 'm', '{}' FROM generate_series(1, 20)")   # unlabelled rows count not
+    _labelled(conn, "other", 100)                                  # nor other models' rows
+    assert check(conn) == []
+    _labelled(conn, "m", 1)
+    [event_id] = check(conn)
+    event = only_event_pending(conn, "m")
+    assert event["id"] == event_id and event["reason"] == "schedule"
+    assert event["details"]["schedule"]["first"]["grown_to_rows"] == 70
+    _labelled(conn, "m", 100)
+    assert check(conn) == []   # one growth event per retrain
+
+
+def test_growth_is_capped_at_max_training_rows_and_can_be_off(conn):
+    set_policy(conn, "m", schedule_interval=None, max_training_rows=30)
+    _retrained_on(conn, "m", 10)
+    _labelled(conn, "m", 30)
+    assert len(check(conn)) == 1      # 30 rows, not 70: a retrain loads no more
+    cancel_pending(conn)
+    set_policy(conn, "n", schedule_interval=None, schedule_growth=None)
+    _retrained_on(conn, "n", 10)
+    _labelled(conn, "n", 500)
+    assert check(conn) == []
+
+
+def only_event_pending(conn, model):
+    event = pending_event(conn, model)
+    assert event is not None
+    return event
