@@ -30,14 +30,19 @@ What it does:
    running event is watched for and its worker_id's process killed a moment
    after it loaded its rows), and restarts it; terminates every worker
    connection (pg_terminate_backend) --terminations times; restarts
-   PostgreSQL --restarts times (pg_ctl restart -m fast).
+   PostgreSQL --restarts times (pg_ctl restart -m fast; with --outage N it
+   stays down N seconds, long enough for every heartbeat to go stale).
+   Optionally (--freezes) SIGSTOPs a training worker past --stale-after and
+   SIGCONTs it: its event is taken over meanwhile while it still lives.
 6. Stops feeding and schedules, restarts any dead worker, lets the workers
    drain the queue, stops them with SIGTERM, and checks:
    - every event ended succeeded, failed (with an error) or cancelled only
      when merged into a newer pending event; none is pending or running;
    - no event ran twice at once: no two attempts of one event overlap in
      time, by the workers' logs (claim to outcome, or to the kill) and by the
-     MLflow runs (start/end, tagged with event, attempt and worker);
+     MLflow runs (start/end, tagged with event, attempt and worker). The one
+     overlap a freeze explains (the frozen attempt, taken over, gave up by
+     itself and left no run but one marked abandoned) is listed as "fenced";
    - no run is lost (every succeeded event's mlflow_run_id exists, FINISHED)
      and none is orphaned (each run is an event's recorded run, or tagged
      pg_retrain.abandoned, or ended KILLED by reconcile);
@@ -110,6 +115,7 @@ class Options:
     training_kills: float = 0.8    # share of kills aimed at a worker that trains
     terminations: int = 3
     restarts: int = 1
+    freezes: int = 0               # SIGSTOPs of a training worker past --stale-after
     outage: float = 0.0            # seconds the server stays down in a restart
     rows: int = 1500               # labelled rows of m0 at the start; m1 2x, m2 3x, ...
     max_training_rows: int = 6000
@@ -607,6 +613,8 @@ class Report:
     events: list = field(default_factory=list)               # dict rows
     kills: list = field(default_factory=list)                # (phase, event_id, worker)
     terminations: list = field(default_factory=list)         # backends terminated per round
+    freezes: list = field(default_factory=list)              # (worker, event, from, to)
+    fenced: list = field(default_factory=list)               # overlaps a freeze explains
     restarts: int = 0
     restart_seconds: list = field(default_factory=list)
     feed: Counter = field(default_factory=Counter)
@@ -660,6 +668,8 @@ def _plan(opts: Options, rnd: random.Random) -> list[tuple[float, str]]:
         plan.append(((i + rnd.uniform(0.2, 0.8)) / max(opts.kills, 1) * 0.95, "kill"))
     for i in range(opts.terminations):
         plan.append(((i + rnd.uniform(0.3, 0.7)) / max(opts.terminations, 1) * 0.9, "terminate"))
+    for i in range(opts.freezes):
+        plan.append(((i + rnd.uniform(0.3, 0.7)) / max(opts.freezes, 1) * 0.9, "freeze"))
     for i in range(opts.restarts):
         plan.append(((i + rnd.uniform(0.4, 0.6)) / max(opts.restarts, 1) * 0.9, "restart"))
     return sorted(plan)
@@ -760,31 +770,60 @@ class Soak:
                 phase = "after the event"
         return phase
 
+    def training_worker(self, timeout: float = 20):
+        """(worker, event) of a live worker that trains an event now, a
+        random moment after it loaded its rows; (None, None) if none did
+        within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for eid, worker_id in self.q(
+                    "SELECT id, worker_id FROM retrain_events WHERE status = 'running' "
+                    "AND heartbeat_at > clock_timestamp() - %s * interval '1 second' "
+                    "ORDER BY random()", (self.opts.stale_after * 0.6,)):
+                inc = self.workers.by_worker_id(worker_id)
+                if inc is not None and self.phase_of(inc, eid) == "training":
+                    time.sleep(self.rnd.uniform(0, 0.4))
+                    # It may have finished that event and claimed the next.
+                    return inc, self.running_event(inc)
+            time.sleep(0.03)
+        return None, None
+
+    def running_event(self, inc: Incarnation) -> int | None:
+        rows = self.q("SELECT id FROM retrain_events WHERE status = 'running' AND worker_id = %s",
+                      (f"{socket.gethostname()}:{inc.pid}",))
+        return rows[0][0] if rows else None
+
+    def freeze(self) -> None:
+        """SIGSTOP a worker that trains, past --stale-after, then SIGCONT:
+        another worker takes its event over meanwhile; thawed, the frozen
+        one must leave no trace (no second outcome, no unmarked run)."""
+        victim, event_id = self.training_worker()
+        if victim is None:
+            say("freeze: no worker was training; skipped")
+            return
+        started = time.time()
+        os.kill(victim.pid, signal.SIGSTOP)
+        event_id = self.running_event(victim)
+        say(f"SIGSTOP {victim.name} (pid {victim.pid}) "
+            + (f"{self.phase_of(victim, event_id)}, event {event_id}" if event_id else "idle"))
+        time.sleep(self.opts.stale_after + 3)
+        os.kill(victim.pid, signal.SIGCONT)
+        self.report.freezes.append((victim.name, event_id, started, time.time()))
+        say(f"SIGCONT {victim.name}")
+
     def kill(self) -> None:
         opts = self.opts
         victim, event_id = None, None
         if self.rnd.random() < opts.training_kills:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and victim is None:
-                for eid, worker_id in self.q(
-                        "SELECT id, worker_id FROM retrain_events WHERE status = 'running' "
-                        "AND heartbeat_at > clock_timestamp() - %s * interval '1 second' "
-                        "ORDER BY random()", (opts.stale_after * 0.6,)):
-                    inc = self.workers.by_worker_id(worker_id)
-                    if inc is not None and self.phase_of(inc, eid) == "training":
-                        time.sleep(self.rnd.uniform(0, 0.4))
-                        victim, event_id = inc, eid
-                        break
-                else:
-                    time.sleep(0.03)
+            victim, event_id = self.training_worker()
         if victim is None:
             live = self.workers.live()
             if not live:
                 return
             victim = self.rnd.choice(live)
-            running = self.q("SELECT id FROM retrain_events WHERE status = 'running' "
-                             "AND worker_id = %s", (f"{socket.gethostname()}:{victim.pid}",))
-            event_id = running[0][0] if running else None
+        # Stopped first, so that what it was doing can be read before it dies.
+        os.kill(victim.pid, signal.SIGSTOP)
+        event_id = self.running_event(victim)
         phase = self.phase_of(victim, event_id) if event_id is not None else "idle"
         self.workers.kill(victim)
         self.report.kills.append((phase, event_id, victim.name))
@@ -828,7 +867,7 @@ class Soak:
             progress = recorded / max(opts.events, 1)
             while plan and plan[0][0] <= progress:
                 _, action = plan.pop(0)
-                {"kill": self.kill, "terminate": self.terminate,
+                {"kill": self.kill, "terminate": self.terminate, "freeze": self.freeze,
                  "restart": self.restart_server}[action]()
             for slot, inc in self.workers.slots.items():   # died on its own?
                 if not inc.alive() and inc.how is None:
@@ -920,6 +959,7 @@ class Soak:
 
         # Attempts, by the workers' logs.
         attempts = []   # dicts: event, attempt, worker, start, end, outcome
+        overlaps = []   # (event, attempt, attempt) overlapping in time
         for inc in self.workers.all:
             inc.read()
             current: dict[int, dict] = {}
@@ -961,10 +1001,7 @@ class Soak:
             for i, a in enumerate(tries):
                 for b in tries[i + 1:]:
                     if a["worker"] != b["worker"] and a["start"] < b["end"] and b["start"] < a["end"]:
-                        report.double.append(
-                            f"event {event_id}: attempt {a['attempt']} by {a['worker']} "
-                            f"({a['outcome']}) overlaps attempt {b['attempt']} by {b['worker']} "
-                            f"({b['outcome']}) [logs]")
+                        overlaps.append((event_id, a, b))
 
         # MLflow runs.
         client = MlflowClient(self.tracking_uri, self.tracking_uri)
@@ -1031,6 +1068,27 @@ class Soak:
             for attempt, n in seen.items():
                 if attempt is not None and n > 1:
                     report.double.append(f"event {event_id}: {n} MLflow runs of attempt {attempt}")
+
+        # Overlapping attempts by the logs. One explained by a freeze (the
+        # frozen attempt was taken over meanwhile, then gave up by itself and
+        # left no run but one marked abandoned) is the fencing working: it is
+        # listed apart. Any other is an event run twice at once.
+        for event_id, a, b in overlaps:
+            frozen = [f for f in report.freezes
+                      if f[0] == a["worker"] and f[2] < a["end"] and f[3] > a["start"]
+                      and f[2] < b["start"]]
+            own_runs = [r for r in runs_of_event.get(str(event_id), [])
+                        if r.data.tags.get("pg_retrain.attempt") == str(a["attempt"])
+                        and self._worker_name(r.data.tags.get("pg_retrain.worker_id")) == a["worker"]]
+            text = (f"event {event_id}: attempt {a['attempt']} by {a['worker']} ({a['outcome']}) "
+                    f"overlaps attempt {b['attempt']} by {b['worker']} ({b['outcome']})")
+            if frozen and a["outcome"] == "lost" and all(
+                    r.data.tags.get("pg_retrain.abandoned") == "true" for r in own_runs):
+                report.fenced.append(text + f"; {a['worker']} was frozen, then gave up"
+                                     + (" (its run marked abandoned)" if own_runs else
+                                        " before writing a run"))
+            else:
+                report.double.append(text + " [logs]")
 
         # The champion alias follows the database.
         for model in sorted(champions):
@@ -1117,6 +1175,9 @@ def render(report: Report) -> str:
          + ", ".join(f"{n} {p}" for p, n in kill_phases.most_common())),
         ("connection terminations",
          f"{len(report.terminations)} rounds, {sum(report.terminations)} worker connections"),
+        ("SIGSTOP freezes past --stale-after",
+         f"{len(report.freezes)}, overlaps they explain (frozen attempt gave up): "
+         f"{len(report.fenced)}"),
         ("PostgreSQL restarts", f"{report.restarts}"
          + (f" ({', '.join(f'{s:.1f}s' for s in report.restart_seconds)})" if report.restarts else "")),
         ("attempts (claims in the logs)", f"{report.claims}"),
@@ -1155,6 +1216,8 @@ def render(report: Report) -> str:
         out("cancelled events, each merged into a newer pending event: "
             + ", ".join(f"{a}->{b}" for a, b in report.merged[:20])
             + (" ..." if len(report.merged) > 20 else ""))
+    for item in report.fenced:
+        out(f"fenced: {item}")
     details = [("NOT FINISHED", report.unfinished), ("BAD CANCELLED", report.bad_cancelled),
                ("FAILED WITHOUT ERROR", report.failed_without_error), ("LOST", report.lost),
                ("DOUBLE", report.double), ("ORPHANED", report.orphans),
@@ -1199,6 +1262,8 @@ def parse_args(argv=None) -> Options:
         help="rounds of pg_terminate_backend on every worker connection [%(default)s]")
     add("--restarts", type=int, default=defaults.restarts,
         help="PostgreSQL restarts [%(default)s]")
+    add("--freezes", type=int, default=defaults.freezes,
+        help="SIGSTOPs of a training worker for --stale-after + 3 s [%(default)s]")
     add("--outage", type=float, default=defaults.outage,
         help="seconds PostgreSQL stays down in each restart (more than --stale-after: "
              "every running event's heartbeat goes stale meanwhile) [%(default)s]")
