@@ -134,8 +134,10 @@ def run(server: Server, stream: str, strategy: str, seed: int, batches: int,
     name, url = server.create()
     store = Path(tempfile.mkdtemp(prefix="pg-retrain-adapt-mlflow-"))
     tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
-    every = {"never": 0, "every": 1}.get(strategy) or (
-        int(strategy[5:]) if strategy.startswith("every") else None)
+    # Manual retrains after batch 0, then every `every` batches (0: never again).
+    every = {"never": 0, "every": 1, "triggers": None}.get(strategy)
+    if every is None and strategy != "triggers":
+        every = int(strategy.removeprefix("every"))
     try:
         migrate.upgrade(url)
         with psycopg.connect(url, autocommit=True) as conn:
