@@ -1240,7 +1240,7 @@ def _error_kind(error: str | None) -> str:
         return "(no error)"
     text = re.sub(r"\(merged into event \d+\)|\d+(\.\d+)?", "N", error.split(":")[0]
                   if error.startswith(("OperationalError", "AdminShutdown")) else error)
-    return text[:70]
+    return text[:90]
 
 
 def parse_args(argv=None) -> Options:

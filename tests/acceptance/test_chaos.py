@@ -233,7 +233,7 @@ def test_a_late_alias_move_does_not_undo_a_newer_promotion(start, conn, mlflow_c
     champion, not on A's older version."""
     insert_labelled(conn, "m", 300, seed=24)
     first = request_retrain(conn, "m")
-    slow = start(pause="alias:40")
+    slow = start(pause="alias:30")
     slow.wait_for_log("pausing in alias", timeout=90)
     paused_at = time.monotonic()
     assert event(conn, first)["status"] == "succeeded"
@@ -245,7 +245,7 @@ def test_a_late_alias_move_does_not_undo_a_newer_promotion(start, conn, mlflow_c
     fast = start()
     done = wait_event(conn, second, timeout=120, workers=[slow, fast])
     assert done["status"] == "succeeded" and done["promoted"], done
-    assert time.monotonic() - paused_at < 40, "too slow: A's pause ended before B's promotion"
+    assert time.monotonic() - paused_at < 30, "too slow: A's pause ended before B's promotion"
 
     def alias():
         try:
@@ -255,7 +255,7 @@ def test_a_late_alias_move_does_not_undo_a_newer_promotion(start, conn, mlflow_c
 
     wait_for(lambda: alias() == done["model_version"], 30, "B's alias move")
     # A's pause ends; its move must not put version 1 back.
-    time.sleep(max(0.0, 40 - (time.monotonic() - paused_at)) + 5)
+    time.sleep(max(0.0, 30 - (time.monotonic() - paused_at)) + 5)
     _stop(slow)
     _stop(fast)
     [(recorded,)] = conn.execute(
