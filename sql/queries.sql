@@ -113,6 +113,10 @@ SELECT DISTINCT model_name FROM retrain_events WHERE status = 'succeeded' AND pr
 SELECT needs_attention FROM model_status
 WHERE model_name = %(model_name)s AND needs_attention IS NOT NULL;
 
+-- recorded_run --
+-- The MLflow run an event's outcome recorded, if any.
+SELECT mlflow_run_id FROM retrain_events WHERE id = %(id)s;
+
 -- check_schedules --
 SELECT check_retrain_schedules();
 

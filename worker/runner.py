@@ -350,8 +350,7 @@ class Worker:
         run_id = outcome["mlflow_run_id"]
         try:
             row = self._work_conn().execute(
-                "SELECT mlflow_run_id FROM retrain_events WHERE id = %(id)s",
-                {"id": event.id}).fetchone()
+                query("recorded_run"), {"id": event.id}).fetchone()
         except (psycopg.Error, UserError) as exc:
             log.warning("event %s: could not tell whether MLflow run %s was recorded (%s); "
                         "the event's next attempt marks it abandoned", event.id, run_id,

@@ -120,7 +120,8 @@ def render_status(conn, model: str | None, limit: int) -> str:
     ]
     for m in models:
         if m["model_name"] in attention:
-            out.append(f"! {m['model_name']} needs attention: {attention[m['model_name']]}")
+            out.append(f"! {m['model_name']} needs attention: {attention[m['model_name']]} "
+                       f"(or run: worker trigger {m['model_name']})")
     out += [
         "",
         "Recent events",

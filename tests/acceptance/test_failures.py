@@ -59,7 +59,7 @@ def test_untrainable_events_fail_readably_and_the_worker_goes_on(conn, start_wor
     assert worker.alive()
 
     assert conn.execute(
-        "SELECT array_agg(DISTINCT model_name) FROM model_metrics WHERE source = 'retrain'"
+        "SELECT array_agg(DISTINCT model_name)::text[] FROM model_metrics WHERE source = 'retrain'"
     ).fetchone()[0] == ["good"]
     assert mlflow_client.search_model_versions("name = 'one_class'") == []
     assert "Traceback" not in worker.log()
