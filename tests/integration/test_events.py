@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from tests.helpers import (
+    cancel_pending,
     copy_rows,
     events,
     finish_retrain,
@@ -505,3 +506,83 @@ def test_model_status_one_row_per_model(conn):
     assert c["running_event_id"] == running
     assert c["pending_event_id"] is None
     assert c["champion_accuracy"] is None
+
+
+# ---------------------------------------------------------------------------
+# Futile retrains back off
+# ---------------------------------------------------------------------------
+
+
+def _finished(conn, model: str, *, promoted: bool, reason: str = "error_rate",
+              ago: str = "0 seconds") -> None:
+    """A succeeded retrain of the model, promoted or not, of the given reason."""
+    conn.execute(
+        "INSERT INTO retrain_events (model_name, reason, reasons, status, started_at, "
+        "finished_at, accuracy, promoted, trained_through_id) "
+        "VALUES (%s, %s, ARRAY[%s], 'succeeded', now(), clock_timestamp() - %s::interval, "
+        "0.8, %s, 0)", (model, reason, reason, ago, promoted))
+
+
+def _status(conn, model: str) -> dict:
+    cur = conn.execute("SELECT futile_retrains, needs_attention FROM model_status "
+                       "WHERE model_name = %s", (model,))
+    return dict(zip([c.name for c in cur.description], cur.fetchone()))
+
+
+def _deferred_by(conn, model: str) -> float:
+    """Seconds between the model's last finished retrain and the run_after
+    of a new automatic event recorded now."""
+    insert_metric(conn, model, accuracy=0.1)                        # fires performance
+    return conn.execute(
+        "SELECT extract(epoch FROM e.run_after - (SELECT max(finished_at) FROM retrain_events "
+        "WHERE model_name = %s AND status = 'succeeded')) FROM retrain_events AS e "
+        "WHERE e.model_name = %s AND e.status = 'pending'", (model, model)).fetchone()[0]
+
+
+def test_futile_retrains_defer_automatic_events_by_a_growing_delay(conn):
+    set_policy(conn, "m", cooldown="0", futile_retrains=3, futile_backoff="1 hour")
+    _finished(conn, "m", promoted=True, ago="1 hour")
+    for _ in range(2):
+        _finished(conn, "m", promoted=False)
+    assert _status(conn, "m") == {"futile_retrains": 2, "needs_attention": None}
+    assert _deferred_by(conn, "m") < 5                              # not yet: due now
+    cancel_pending(conn, "m")
+
+    _finished(conn, "m", promoted=False)                            # the third in a row
+    assert _deferred_by(conn, "m") == pytest.approx(3600, abs=5)
+    status = _status(conn, "m")
+    assert status["futile_retrains"] == 3
+    assert "3 automatic retrains in a row were not promoted" in status["needs_attention"]
+    cancel_pending(conn, "m")
+
+    _finished(conn, "m", promoted=False)                            # doubles
+    assert _deferred_by(conn, "m") == pytest.approx(7200, abs=5)
+    # Nothing is dropped: the conditions keep extending the pending event.
+    insert_metric(conn, "m", accuracy=0.2)
+    assert pending_event(conn, "m")["details"]["performance"]["count"] == 2
+
+
+def test_the_backoff_is_at_most_seven_days(conn):
+    set_policy(conn, "m", cooldown="0", futile_retrains=1, futile_backoff="1 day")
+    for _ in range(10):
+        _finished(conn, "m", promoted=False)
+    assert _deferred_by(conn, "m") == pytest.approx(7 * 86400, abs=5)
+
+
+@pytest.mark.parametrize("reset", ["promotion", "manual"])
+def test_a_promotion_or_a_manual_request_resets_the_backoff(conn, reset):
+    set_policy(conn, "m", cooldown="0", futile_retrains=2, futile_backoff="1 hour")
+    for _ in range(3):
+        _finished(conn, "m", promoted=False)
+    assert _status(conn, "m")["needs_attention"] is not None
+    if reset == "promotion":
+        _finished(conn, "m", promoted=True)
+    else:
+        # The manual request is due at once, and once it has run the streak is over.
+        event_id = conn.execute("SELECT request_retrain('m')").fetchone()[0]
+        assert pending_event(conn, "m")["run_after"] <= conn.execute("SELECT now()").fetchone()[0]
+        conn.execute("UPDATE retrain_events SET status = 'succeeded', finished_at = "
+                     "clock_timestamp(), promoted = false, started_at = now() WHERE id = %s",
+                     (event_id,))
+    assert _status(conn, "m") == {"futile_retrains": 0, "needs_attention": None}
+    assert _deferred_by(conn, "m") < 5
