@@ -523,7 +523,7 @@ def _finished(conn, model: str, *, promoted: bool, reason: str = "error_rate",
         "0.8, %s, 0)", (model, reason, reason, ago, promoted))
 
 
-def _status(conn, model: str) -> dict:
+def _attention(conn, model: str) -> dict:
     cur = conn.execute("SELECT futile_retrains, needs_attention FROM model_status "
                        "WHERE model_name = %s", (model,))
     return dict(zip([c.name for c in cur.description], cur.fetchone()))
@@ -544,13 +544,13 @@ def test_futile_retrains_defer_automatic_events_by_a_growing_delay(conn):
     _finished(conn, "m", promoted=True, ago="1 hour")
     for _ in range(2):
         _finished(conn, "m", promoted=False)
-    assert _status(conn, "m") == {"futile_retrains": 2, "needs_attention": None}
+    assert _attention(conn, "m") == {"futile_retrains": 2, "needs_attention": None}
     assert _deferred_by(conn, "m") < 5                              # not yet: due now
     cancel_pending(conn, "m")
 
     _finished(conn, "m", promoted=False)                            # the third in a row
     assert _deferred_by(conn, "m") == pytest.approx(3600, abs=5)
-    status = _status(conn, "m")
+    status = _attention(conn, "m")
     assert status["futile_retrains"] == 3
     assert "3 automatic retrains in a row were not promoted" in status["needs_attention"]
     cancel_pending(conn, "m")
@@ -574,7 +574,7 @@ def test_a_promotion_or_a_manual_request_resets_the_backoff(conn, reset):
     set_policy(conn, "m", cooldown="0", futile_retrains=2, futile_backoff="1 hour")
     for _ in range(3):
         _finished(conn, "m", promoted=False)
-    assert _status(conn, "m")["needs_attention"] is not None
+    assert _attention(conn, "m")["needs_attention"] is not None
     if reset == "promotion":
         _finished(conn, "m", promoted=True)
     else:
@@ -584,5 +584,5 @@ def test_a_promotion_or_a_manual_request_resets_the_backoff(conn, reset):
         conn.execute("UPDATE retrain_events SET status = 'succeeded', finished_at = "
                      "clock_timestamp(), promoted = false, started_at = now() WHERE id = %s",
                      (event_id,))
-    assert _status(conn, "m") == {"futile_retrains": 0, "needs_attention": None}
+    assert _attention(conn, "m") == {"futile_retrains": 0, "needs_attention": None}
     assert _deferred_by(conn, "m") < 5
